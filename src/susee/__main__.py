@@ -1,0 +1,5 @@
+"""Allow ``python -m susee``."""
+
+from susee.cli import main
+
+raise SystemExit(main())
