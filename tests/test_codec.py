@@ -1,0 +1,264 @@
+"""Registers -> values: every data type in every byte/word order, as data.
+
+The register lists below are written out by hand from the IEEE-754 / two's
+complement bit patterns (as a manufacturer's manual would print them), never
+produced by ``encode``, so a symmetric bug in encode and decode cannot hide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from susee.codec import DATA_TYPES, encode, make_decoder, normalise_order, registers_to_bytes
+from susee.quality import Code
+
+# (byte order, word order) of the ABCD-style spellings; A = most significant byte.
+ORDERS = {
+    "ABCD": ("big", "big"),
+    "CDAB": ("big", "little"),
+    "BADC": ("little", "big"),
+    "DCBA": ("little", "little"),
+}
+
+# (type, order, wire registers, expected value)
+VECTORS = [
+    # uint16: one word, so word order is moot; byte order swaps the two bytes.
+    ("uint16", "ABCD", [0x1234], 0x1234),
+    ("uint16", "CDAB", [0x1234], 0x1234),
+    ("uint16", "BADC", [0x3412], 0x1234),
+    ("uint16", "DCBA", [0x3412], 0x1234),
+    ("uint16", "ABCD", [0x0000], 0),
+    ("uint16", "ABCD", [0xFFFF], 65535),
+    # int16
+    ("int16", "ABCD", [0x8000], -32768),
+    ("int16", "CDAB", [0x8000], -32768),
+    ("int16", "BADC", [0x0080], -32768),
+    ("int16", "DCBA", [0x0080], -32768),
+    ("int16", "ABCD", [0xFFFF], -1),
+    ("int16", "ABCD", [0xCFC7], -12345),
+    ("int16", "BADC", [0xC7CF], -12345),
+    ("int16", "ABCD", [0x7FFF], 32767),
+    # uint32: 0x12345678 = 305419896
+    ("uint32", "ABCD", [0x1234, 0x5678], 305419896),
+    ("uint32", "CDAB", [0x5678, 0x1234], 305419896),
+    ("uint32", "BADC", [0x3412, 0x7856], 305419896),
+    ("uint32", "DCBA", [0x7856, 0x3412], 305419896),
+    ("uint32", "ABCD", [0xFFFF, 0xFFFF], 4294967295),
+    ("uint32", "ABCD", [0x0000, 0x0000], 0),
+    # int32: -2 = 0xFFFFFFFE, min = 0x80000000, max = 0x7FFFFFFF
+    ("int32", "ABCD", [0xFFFF, 0xFFFE], -2),
+    ("int32", "CDAB", [0xFFFE, 0xFFFF], -2),
+    ("int32", "BADC", [0xFFFF, 0xFEFF], -2),
+    ("int32", "DCBA", [0xFEFF, 0xFFFF], -2),
+    ("int32", "ABCD", [0x8000, 0x0000], -2147483648),
+    ("int32", "CDAB", [0x0000, 0x8000], -2147483648),
+    ("int32", "BADC", [0x0080, 0x0000], -2147483648),
+    ("int32", "DCBA", [0x0000, 0x0080], -2147483648),
+    ("int32", "ABCD", [0x7FFF, 0xFFFF], 2147483647),
+    ("int32", "CDAB", [0xFFFF, 0x7FFF], 2147483647),
+    # uint64: 0x0123456789ABCDEF = 81985529216486895; the "little" word order
+    # reverses all four words, as CDAB generalises to 64 bits.
+    ("uint64", "ABCD", [0x0123, 0x4567, 0x89AB, 0xCDEF], 81985529216486895),
+    ("uint64", "CDAB", [0xCDEF, 0x89AB, 0x4567, 0x0123], 81985529216486895),
+    ("uint64", "BADC", [0x2301, 0x6745, 0xAB89, 0xEFCD], 81985529216486895),
+    ("uint64", "DCBA", [0xEFCD, 0xAB89, 0x6745, 0x2301], 81985529216486895),
+    ("uint64", "ABCD", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF], 18446744073709551615),
+    # int64: min = 0x8000000000000000, -1234567890123 = 0xFFFFFEE08E04FB35
+    ("int64", "ABCD", [0x8000, 0x0000, 0x0000, 0x0000], -9223372036854775808),
+    ("int64", "CDAB", [0x0000, 0x0000, 0x0000, 0x8000], -9223372036854775808),
+    ("int64", "BADC", [0x0080, 0x0000, 0x0000, 0x0000], -9223372036854775808),
+    ("int64", "DCBA", [0x0000, 0x0000, 0x0000, 0x0080], -9223372036854775808),
+    ("int64", "ABCD", [0xFFFF, 0xFEE0, 0x8E04, 0xFB35], -1234567890123),
+    ("int64", "CDAB", [0xFB35, 0x8E04, 0xFEE0, 0xFFFF], -1234567890123),
+    ("int64", "BADC", [0xFFFF, 0xE0FE, 0x048E, 0x35FB], -1234567890123),
+    ("int64", "DCBA", [0x35FB, 0x048E, 0xE0FE, 0xFFFF], -1234567890123),
+    ("int64", "ABCD", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF], -1),
+    # float32: a manual's worked example, 230.5 V = 0x43668000
+    ("float32", "ABCD", [0x4366, 0x8000], 230.5),
+    ("float32", "CDAB", [0x8000, 0x4366], 230.5),
+    ("float32", "BADC", [0x6643, 0x0080], 230.5),
+    ("float32", "DCBA", [0x0080, 0x6643], 230.5),
+    # -1.5 = 0xBFC00000 (a negative power factor or export power)
+    ("float32", "ABCD", [0xBFC0, 0x0000], -1.5),
+    ("float32", "CDAB", [0x0000, 0xBFC0], -1.5),
+    ("float32", "BADC", [0xC0BF, 0x0000], -1.5),
+    ("float32", "DCBA", [0x0000, 0xC0BF], -1.5),
+    ("float32", "ABCD", [0x4248, 0x0000], 50.0),  # 50 Hz
+    # float64: a PAC3200 energy counter, 123456789.0 Wh = 0x419D6F3454000000,
+    # high word first as the meter sends it.
+    ("float64", "ABCD", [0x419D, 0x6F34, 0x5400, 0x0000], 123456789.0),
+    ("float64", "CDAB", [0x0000, 0x5400, 0x6F34, 0x419D], 123456789.0),
+    ("float64", "BADC", [0x9D41, 0x346F, 0x0054, 0x0000], 123456789.0),
+    ("float64", "DCBA", [0x0000, 0x0054, 0x346F, 0x9D41], 123456789.0),
+    # -2.5 = 0xC004000000000000
+    ("float64", "ABCD", [0xC004, 0x0000, 0x0000, 0x0000], -2.5),
+    ("float64", "CDAB", [0x0000, 0x0000, 0x0000, 0xC004], -2.5),
+    ("float64", "BADC", [0x04C0, 0x0000, 0x0000, 0x0000], -2.5),
+    ("float64", "DCBA", [0x0000, 0x0000, 0x0000, 0x04C0], -2.5),
+]
+
+VECTOR_IDS = [f"{t}-{order}-{value!r}" for t, order, _, value in VECTORS]
+
+
+def test_vectors_cover_every_type_in_every_order() -> None:
+    covered = {(t, order) for t, order, _, _ in VECTORS}
+    assert covered == {(t, order) for t in DATA_TYPES for order in ORDERS}
+
+
+def test_vectors_have_the_word_count_of_their_type() -> None:
+    for type_name, order, registers, _ in VECTORS:
+        assert len(registers) == DATA_TYPES[type_name].words, (type_name, order, registers)
+
+
+@pytest.mark.parametrize(("type_name", "order", "registers", "expected"), VECTORS, ids=VECTOR_IDS)
+def test_decoder_reads_value_in_its_byte_and_word_order(type_name, order, registers, expected) -> None:
+    byte_order, word_order = ORDERS[order]
+    decode = make_decoder(type_name, 0, byte_order, word_order)
+
+    value, code = decode(registers_to_bytes(registers))
+
+    assert value == expected
+    assert type(value) is type(expected)
+    assert code == Code.OK
+
+
+@pytest.mark.parametrize(("type_name", "order", "registers", "expected"), VECTORS, ids=VECTOR_IDS)
+def test_encode_gives_the_registers_a_device_sends(type_name, order, registers, expected) -> None:
+    byte_order, word_order = ORDERS[order]
+
+    assert encode(type_name, expected, byte_order, word_order) == registers
+
+
+@pytest.mark.parametrize(("type_name", "order", "registers", "expected"), VECTORS, ids=VECTOR_IDS)
+def test_decoder_finds_field_at_its_offset_inside_a_block(type_name, order, registers, expected) -> None:
+    byte_order, word_order = ORDERS[order]
+    # Junk around the field: a decoder reading the wrong words would not see `expected`.
+    before = [0xDEAD, 0xBEEF, 0x7FC0]
+    after = [0xA5A5, 0x5A5A, 0xFFFF, 0x0001]
+    decode = make_decoder(type_name, len(before), byte_order, word_order)
+
+    value, code = decode(registers_to_bytes(before + registers + after))
+
+    assert (value, code) == (expected, Code.OK)
+
+
+def test_decoders_of_adjacent_fields_share_one_block_buffer() -> None:
+    # A PAC3200-like block at 1: UL1_N (float32) at offset 0, UL2_N at 2, a gap, then
+    # an int16 at 6 and a float64 at 7.
+    registers = [0x4366, 0x8000, 0xBFC0, 0x0000, 0x0000, 0x0000, 0xCFC7, 0x419D, 0x6F34, 0x5400, 0x0000]
+    buffer = registers_to_bytes(registers)
+    decoders = [
+        make_decoder("float32", 0),
+        make_decoder("float32", 2),
+        make_decoder("int16", 6),
+        make_decoder("float64", 7),
+    ]
+
+    assert [d(buffer) for d in decoders] == [
+        (230.5, Code.OK),
+        (-1.5, Code.OK),
+        (-12345, Code.OK),
+        (123456789.0, Code.OK),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("type_name", "registers", "scale", "offset", "expected"),
+    [
+        pytest.param("uint16", [0x0904], 0.1, 0.0, 230.8, id="uint16-tenths-of-volt"),
+        pytest.param("int16", [0xFF9C], 0.01, 0.0, -1.0, id="int16-hundredths-negative"),
+        pytest.param("uint32", [0x0000, 0x03E8], 1.0, -1000.0, 0.0, id="uint32-offset-only"),
+        pytest.param("int32", [0xFFFF, 0xFFFE], 1000.0, 5.0, -1995.0, id="int32-kilo-scale-and-offset"),
+        pytest.param("float32", [0x4366, 0x8000], 0.001, 0.0, 0.2305, id="float32-V-to-kV"),
+        pytest.param("float64", [0x419D, 0x6F34, 0x5400, 0x0000], 0.001, 0.0, 123456.789, id="float64-Wh-to-kWh"),
+    ],
+)
+def test_decoder_applies_scale_then_offset(type_name, registers, scale, offset, expected) -> None:
+    decode = make_decoder(type_name, 0, scale=scale, offset=offset)
+
+    value, code = decode(registers_to_bytes(registers))
+
+    assert value == pytest.approx(expected)
+    assert code == Code.OK
+
+
+@pytest.mark.parametrize(
+    ("type_name", "order", "registers"),
+    [
+        pytest.param("float32", "ABCD", [0x7FC0, 0x0000], id="float32-nan"),
+        pytest.param("float32", "ABCD", [0x7F80, 0x0000], id="float32-plus-inf"),
+        pytest.param("float32", "ABCD", [0xFF80, 0x0000], id="float32-minus-inf"),
+        pytest.param("float32", "CDAB", [0x0000, 0x7FC0], id="float32-nan-word-swapped"),
+        pytest.param("float32", "DCBA", [0x0000, 0x80FF], id="float32-minus-inf-byte-and-word-swapped"),
+        pytest.param("float64", "ABCD", [0x7FF8, 0x0000, 0x0000, 0x0000], id="float64-nan"),
+        pytest.param("float64", "ABCD", [0x7FF0, 0x0000, 0x0000, 0x0000], id="float64-plus-inf"),
+        pytest.param("float64", "ABCD", [0xFFF0, 0x0000, 0x0000, 0x0000], id="float64-minus-inf"),
+        pytest.param("float64", "BADC", [0xF87F, 0x0000, 0x0000, 0x0000], id="float64-nan-byte-swapped"),
+    ],
+)
+def test_nan_and_infinity_decode_to_none_with_value_nan_code(type_name, order, registers) -> None:
+    byte_order, word_order = ORDERS[order]
+    decode = make_decoder(type_name, 0, byte_order, word_order)
+
+    assert decode(registers_to_bytes(registers)) == (None, Code.VALUE_NAN)
+
+
+def test_nan_stays_nan_code_when_scaled() -> None:
+    decode = make_decoder("float32", 0, scale=0.001, offset=1.0)
+
+    assert decode(registers_to_bytes([0x7FC0, 0x0000])) == (None, Code.VALUE_NAN)
+
+
+def test_float_overflowing_after_scale_is_value_nan() -> None:
+    # float64 max (0x7FEFFFFFFFFFFFFF) times 10 is infinite.
+    decode = make_decoder("float64", 0, scale=10.0)
+
+    assert decode(registers_to_bytes([0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF])) == (None, Code.VALUE_NAN)
+
+
+def test_encode_of_nan_gives_registers_that_decode_as_nan() -> None:
+    registers = encode("float32", math.nan)
+
+    assert make_decoder("float32", 0)(registers_to_bytes(registers)) == (None, Code.VALUE_NAN)
+
+
+@pytest.mark.parametrize(
+    ("alias", "expected"),
+    [
+        ("ABCD", ("big", "big")),
+        ("CDAB", ("big", "little")),
+        ("BADC", ("little", "big")),
+        ("DCBA", ("little", "little")),
+        ("abcd", ("big", "big")),
+        ("cdab", ("big", "little")),
+        ("BaDc", ("little", "big")),
+        ("dcbA", ("little", "little")),
+    ],
+)
+def test_normalise_order_resolves_alias_case_insensitively(alias, expected) -> None:
+    assert normalise_order(None, None, alias) == expected
+
+
+@pytest.mark.parametrize(
+    ("byte_order", "word_order", "expected"),
+    [
+        (None, None, ("big", "big")),
+        ("little", None, ("little", "big")),
+        (None, "little", ("big", "little")),
+        ("little", "little", ("little", "little")),
+    ],
+)
+def test_normalise_order_without_alias_defaults_to_big(byte_order, word_order, expected) -> None:
+    assert normalise_order(byte_order, word_order, None) == expected
+
+
+def test_normalise_order_alias_wins_over_explicit_orders() -> None:
+    assert normalise_order("big", "big", "DCBA") == ("little", "little")
+
+
+@pytest.mark.parametrize("alias", ["ABDC", "BE", "", "big"])
+def test_normalise_order_rejects_unknown_alias_naming_it(alias) -> None:
+    with pytest.raises(ValueError, match=f"unknown order '{alias}'"):
+        normalise_order(None, None, alias)
