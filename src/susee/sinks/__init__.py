@@ -1,0 +1,131 @@
+"""Where batches of samples end up: MariaDB (the seed's database) or SQLite.
+
+Both sinks write the seed's tables ``see{job}Raw``, ``see{job}Last`` and
+``see{job}Params`` and share the row preparation below, so the two differ
+only in SQL dialect and driver.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from susee.quality import Code
+from susee.ticks import MICROS
+
+if TYPE_CHECKING:
+    from susee.config import DatabaseTarget
+    from susee.sample import Sample
+
+# Rows per INSERT statement: ~100 bytes each, so ~100 kB, far below the
+# server's max_allowed_packet (16 MB by default, 1 MB on old installs).
+ROWS_PER_STATEMENT = 1000
+
+# (idDevice, Date, idParam, Value, Delay, Code): the column order of every INSERT.
+Row = tuple[str, str, str, float | None, float, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRow:
+    """One row of ``see{job}Params``: what a param id means."""
+
+    param_id: str
+    descr_ita: str
+    descr_eng: str
+    unit: str
+    acronym: str
+
+
+class SinkError(Exception):
+    """The database could not be reached or written; the batch was not stored.
+
+    The message names the target (password masked) and never holds the password.
+    """
+
+
+class Sink(Protocol):
+    """A database the writer stores batches in."""
+
+    target: DatabaseTarget
+
+    async def open(self) -> None:
+        """Connect (the database may not exist yet: ``migrate`` creates it)."""
+        ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; return one human-readable line per change."""
+        ...
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        """Store a batch in one transaction (Raw insert + Last upsert), or raise SinkError."""
+        ...
+
+    async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
+        """Insert or update param descriptions by param id."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise SinkError unless the database answers."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def create_sink(target: DatabaseTarget, job_id: str) -> Sink:
+    """The sink for ``target.kind``, not yet opened."""
+    # Imported here so an SQLite deployment never imports the MySQL driver.
+    if target.kind == "mysql":
+        from susee.sinks.mariadb import MariaDBSink
+
+        return MariaDBSink(target, job_id)
+    if target.kind == "sqlite":
+        from susee.sinks.sqlite import SQLiteSink
+
+        return SQLiteSink(target, job_id)
+    raise ValueError(f"unknown database kind {target.kind!r}")
+
+
+def format_tick(tick_s: float) -> str:
+    """``'2021-02-18 10:30:00.000000'``: the UTC tick to the microsecond."""
+    seconds, micros = divmod(round(tick_s * MICROS), MICROS)
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(seconds))}.{micros:06d}"
+
+
+def sample_rows(samples: Sequence[Sample]) -> tuple[list[Row], list[Row]]:
+    """Rows for Raw (batch order) and for Last (newest per device and param, sorted).
+
+    Each distinct tick is formatted once: a batch holds many params of few ticks.
+    Last rows are sorted by key so concurrent writers lock them in one order.
+    """
+    dates: dict[float, str] = {}
+    raw: list[Row] = []
+    newest: dict[tuple[str, str], tuple[float, Row]] = {}
+    for sample in samples:
+        date = dates.get(sample.tick_s)
+        if date is None:
+            date = dates[sample.tick_s] = format_tick(sample.tick_s)
+        value, code = sample.value, int(sample.code)
+        if value is not None and not math.isfinite(value):
+            # Drivers refuse NaN and infinities: one bad value must not sink the batch.
+            value, code = None, int(code | Code.VALUE_NAN)
+        row = (sample.device_id, date, sample.param_id, value, float(sample.delay_ms), code)
+        raw.append(row)
+        key = (sample.device_id, sample.param_id)
+        held = newest.get(key)
+        if held is None or sample.tick_s >= held[0]:
+            newest[key] = (sample.tick_s, row)
+    return raw, [newest[key][1] for key in sorted(newest)]
+
+
+def chunks(rows: Sequence, size: int = ROWS_PER_STATEMENT) -> Iterable[Sequence]:
+    """``rows`` in slices of at most ``size``."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def param_values(row: ParamRow) -> tuple[str, str, str, str, str]:
+    """(idParam, descrITA, descrENG, um, Acronimo)."""
+    return (row.param_id, row.descr_ita, row.descr_eng, row.unit, row.acronym)

@@ -1,0 +1,315 @@
+"""MariaDB/MySQL sink: one aiomysql connection, one transaction per batch.
+
+The connection is made lazily and dropped on any sign that the session is
+gone; the next call reconnects with the target's timeout. Failures surface as
+:class:`SinkError` so the writer keeps (or spools) the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import aiomysql
+import pymysql
+
+from susee.config import DATABASE_NAME_PATTERN
+from susee.migrations import MigrationError, assemble, run_migrations, table_names
+from susee.sinks import ParamRow, Row, SinkError, chunks, param_values, sample_rows
+
+if TYPE_CHECKING:
+    from susee.config import DatabaseTarget
+    from susee.sample import Sample
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A batch of a few thousand rows commits in milliseconds; a statement this slow
+# means a stuck server, and the writer is better off spooling than waiting.
+QUERY_TIMEOUT_S = 30.0
+
+ER_BAD_DB_ERROR = 1049
+# "may not": no privilege on the database, bad credentials, missing grant.
+ACCESS_DENIED = frozenset({1044, 1045, 1142, 1227})
+# Server errors (< 2000) after which the session is gone: shutdown, KILL, idle timeout.
+SESSION_GONE = frozenset({1053, 1927, 4031})
+FIRST_CLIENT_ERROR = 2000  # CR_* codes: lost connection, cannot connect, ...
+
+FAILURES = (pymysql.err.Error, OSError, asyncio.TimeoutError, MigrationError)
+
+ROW = "(%s, %s, %s, %s, %s, %s)"
+PARAM_ROW = "(%s, %s, %s, %s, %s)"
+
+
+class MariaDBSink:
+    """Stores samples in ``see{job}Raw``/``Last`` of a MariaDB database."""
+
+    def __init__(self, target: DatabaseTarget, job_id: str, *, query_timeout_s: float = QUERY_TIMEOUT_S) -> None:
+        if target.kind != "mysql":
+            raise ValueError(f"MariaDBSink needs a mysql target, got {target.kind!r}")
+        if not DATABASE_NAME_PATTERN.match(target.database):
+            raise ValueError(f"database name {target.database!r} must match {DATABASE_NAME_PATTERN.pattern}")
+        raw, last, params, _ = table_names(job_id)
+        self.target = target
+        self.job_id = job_id
+        self.query_timeout_s = query_timeout_s
+        self._conn: aiomysql.Connection | None = None
+        # One statement at a time on the connection (a ping must not interleave a write).
+        self._lock = asyncio.Lock()
+        columns = "(idDevice, `Date`, idParam, Value, Delay, Code)"
+        self._raw_head = f"INSERT INTO `{raw}` {columns} VALUES "
+        # A replayed row hits uq_sample and changes nothing.
+        self._raw_tail = " ON DUPLICATE KEY UPDATE idNum = idNum"
+        self._last_head = f"INSERT INTO `{last}` {columns} VALUES "
+        # Assignments run left to right and see the updated columns: Date goes last,
+        # so every comparison above it still sees the stored Date.
+        self._last_tail = (
+            " ON DUPLICATE KEY UPDATE"
+            " Value = IF(VALUES(`Date`) >= `Date`, VALUES(Value), Value),"
+            " Delay = IF(VALUES(`Date`) >= `Date`, VALUES(Delay), Delay),"
+            " Code = IF(VALUES(`Date`) >= `Date`, VALUES(Code), Code),"
+            " `Date` = GREATEST(`Date`, VALUES(`Date`))"
+        )
+        self._params_head = f"INSERT INTO `{params}` (idParam, descrITA, descrENG, um, Acronimo) VALUES "
+        self._params_tail = (
+            " ON DUPLICATE KEY UPDATE descrITA = VALUES(descrITA), descrENG = VALUES(descrENG),"
+            " um = VALUES(um), Acronimo = VALUES(Acronimo)"
+        )
+
+    async def open(self) -> None:
+        """Connect; the database itself may not exist until ``migrate``."""
+        async with self._lock:
+            await self._connection()
+
+    async def migrate(self) -> list[str]:
+        """Create the database if needed, apply pending migrations, report changes."""
+        # No timeout: upgrading a large seed-era table rebuilds it, which takes a while.
+        return await self._run("migrate", self._migrate, None)
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        """Store ``samples`` in one transaction or raise SinkError (after rollback)."""
+        if not samples:
+            return
+        raw, last = sample_rows(samples)
+        await self._run("write", lambda conn: self._write_rows(conn, raw, last), self.query_timeout_s)
+
+    async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
+        """Insert or update descriptions by idParam."""
+        values = [param_values(row) for row in rows]
+        if values:
+            await self._run("upsert params", lambda conn: self._upsert_params(conn, values), self.query_timeout_s)
+
+    async def ping(self) -> None:
+        """Raise SinkError unless the server answers within the connect timeout."""
+        await self._run("ping", lambda conn: conn.ping(reconnect=False), self.target.connect_timeout)
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                await asyncio.wait_for(conn.ensure_closed(), self.target.connect_timeout)
+            except FAILURES:
+                pass  # closing anyway
+            finally:
+                conn.close()
+
+    async def _write_rows(self, conn: aiomysql.Connection, raw: list[Row], last: list[Row]) -> None:
+        async with conn.cursor() as cursor:
+            for chunk in chunks(raw):
+                await cursor.execute(_multi_row(self._raw_head, ROW, len(chunk), self._raw_tail), _flat(chunk))
+            for chunk in chunks(last):
+                await cursor.execute(_multi_row(self._last_head, ROW, len(chunk), self._last_tail), _flat(chunk))
+        await conn.commit()
+
+    async def _upsert_params(self, conn: aiomysql.Connection, values: list[tuple]) -> None:
+        async with conn.cursor() as cursor:
+            for chunk in chunks(values):
+                sql = _multi_row(self._params_head, PARAM_ROW, len(chunk), self._params_tail)
+                await cursor.execute(sql, _flat(chunk))
+        await conn.commit()
+
+    async def _migrate(self, conn: aiomysql.Connection) -> list[str]:
+        lines = await self._ensure_database(conn)
+        return lines + await run_migrations(_MariaDBSchema(conn), "mariadb", self.job_id)
+
+    async def _ensure_database(self, conn: aiomysql.Connection) -> list[str]:
+        name = self.target.database
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            if await cursor.fetchone() is not None:
+                await conn.select_db(name)
+                return []
+            try:
+                await cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+            except pymysql.err.Error as exc:
+                if exc.args and exc.args[0] in ACCESS_DENIED:
+                    raise MigrationError(
+                        f"database {name!r} does not exist and user {self.target.user!r} may not create it"
+                        f" ({_describe(exc)})"
+                    ) from exc
+                raise
+        await conn.select_db(name)
+        return [f"created database {name}"]
+
+    async def _run(
+        self,
+        action: str,
+        operation: Callable[[aiomysql.Connection], Awaitable[T]],
+        timeout_s: float | None,
+    ) -> T:
+        """Run ``operation`` alone on the connection; any failure becomes SinkError."""
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                return await asyncio.wait_for(operation(conn), timeout_s)
+            except asyncio.CancelledError:
+                self._drop()  # cancelled mid-statement: the protocol state is unknown
+                raise
+            except FAILURES as exc:
+                await self._abandon(conn, exc)
+                message = self._scrub(f"{self.target}: {action} failed: {_describe(exc)}")
+                logger.warning("%s", message)
+                raise SinkError(message) from exc
+
+    async def _connection(self) -> aiomysql.Connection:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        self._conn = None
+        try:
+            self._conn = await asyncio.wait_for(self._connect(), self.target.connect_timeout)
+        except FAILURES as exc:
+            message = self._scrub(f"{self.target}: cannot connect: {_describe(exc)}")
+            logger.warning("%s", message)
+            raise SinkError(message) from exc
+        logger.info("%s: connected", self.target)
+        return self._conn
+
+    async def _connect(self) -> aiomysql.Connection:
+        target = self.target
+        conn = await aiomysql.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password.get_secret_value() if target.password is not None else "",
+            unix_socket=target.socket,
+            connect_timeout=target.connect_timeout,
+            charset="utf8mb4",
+            autocommit=False,
+            # Notes such as "table already exists" would become Python warnings.
+            init_command="SET SESSION sql_notes = 0",
+        )
+        try:
+            await conn.select_db(target.database)
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] != ER_BAD_DB_ERROR:  # a missing database is migrate's job
+                conn.close()
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _abandon(self, conn: aiomysql.Connection, exc: BaseException) -> None:
+        """Roll back, or drop the connection when the session is gone."""
+        if _session_gone(exc.__cause__ if isinstance(exc, MigrationError) and exc.__cause__ else exc):
+            self._drop()
+            return
+        try:
+            await asyncio.wait_for(conn.rollback(), self.target.connect_timeout)
+        except FAILURES:
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            logger.info("%s: connection dropped", self.target)
+
+    def _scrub(self, text: str) -> str:
+        # Belt and braces: no driver message should carry the password, but check.
+        secret = self.target.password.get_secret_value() if self.target.password is not None else ""
+        return text.replace(secret, "***") if secret else text
+
+
+class _MariaDBSchema:
+    """The migration runner's view of a MariaDB connection."""
+
+    placeholder = "%s"
+
+    def __init__(self, conn: aiomysql.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, params: Sequence[object] | None = None) -> list[tuple]:
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(sql, params or None)
+            return list(await cursor.fetchall())
+
+    async def execute(self, sql: str, params: Sequence[object] | None = None) -> int:
+        # No params means no %-interpolation: migration SQL may hold a literal '%'.
+        async with self._conn.cursor() as cursor:
+            await cursor.execute(sql, params or None)
+            return cursor.rowcount
+
+    async def begin(self) -> None:
+        # DDL commits implicitly on MariaDB: each statement stands alone, which is
+        # why every migration statement is written to be safe to re-run.
+        pass
+
+    async def commit(self) -> None:
+        await self._conn.commit()
+
+    async def rollback(self) -> None:
+        await self._conn.rollback()
+
+    async def snapshot(self, tables: Sequence[str]) -> dict:
+        where = f"TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({', '.join(['%s'] * len(tables))})"
+        options = await self.fetch(f"SELECT TABLE_NAME, ENGINE, TABLE_COLLATION FROM information_schema.TABLES WHERE {where}", tables)
+        columns = await self.fetch(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES' FROM information_schema.COLUMNS"
+            f" WHERE {where} ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            tables,
+        )
+        indexes = await self.fetch(
+            "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE = 0, COLUMN_NAME FROM information_schema.STATISTICS"
+            f" WHERE {where} ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX",
+            tables,
+        )
+        return assemble(
+            ((table, (("engine", engine), ("collation", collation))) for table, engine, collation in options),
+            columns,
+            indexes,
+        )
+
+
+def _multi_row(head: str, row: str, count: int, tail: str) -> str:
+    return head + ", ".join([row] * count) + tail
+
+
+def _flat(rows: Sequence[Sequence[object]]) -> list[object]:
+    return [value for row in rows for value in row]
+
+
+def _session_gone(exc: BaseException) -> bool:
+    if isinstance(exc, (pymysql.err.InterfaceError, OSError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, pymysql.err.OperationalError) and exc.args and isinstance(exc.args[0], int):
+        return exc.args[0] >= FIRST_CLIENT_ERROR or exc.args[0] in SESSION_GONE
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """A driver error as '(code) message (cause)'."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(exc, pymysql.err.Error) and len(exc.args) == 2:
+        text = f"({exc.args[0]}) {exc.args[1]}"
+    else:
+        text = str(exc) or type(exc).__name__
+    if isinstance(exc.__cause__, OSError) and not isinstance(exc, MigrationError):
+        text += f" ({exc.__cause__.strerror or type(exc.__cause__).__name__})"
+    return text

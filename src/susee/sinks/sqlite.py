@@ -1,0 +1,220 @@
+"""SQLite sink: the same tables in one file, for a single box or a demo.
+
+sqlite3 blocks, so every call runs in a worker thread (``asyncio.to_thread``)
+on one dedicated connection, one call at a time (an asyncio lock). WAL mode
+lets readers (dashboards, the sqlite3 shell) read while the writer writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+from susee.migrations import MigrationError, assemble, run_migrations, table_names
+from susee.sinks import ParamRow, Row, SinkError, param_values, sample_rows
+
+if TYPE_CHECKING:
+    from susee.config import DatabaseTarget
+    from susee.sample import Sample
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FAILURES = (sqlite3.Error, OSError, MigrationError)
+COLUMNS = "(idDevice, Date, idParam, Value, Delay, Code)"
+
+
+class SQLiteSink:
+    """Stores samples in ``see{job}Raw``/``Last`` of an SQLite file."""
+
+    def __init__(self, target: DatabaseTarget, job_id: str) -> None:
+        if target.kind != "sqlite" or target.path is None:
+            raise ValueError(f"SQLiteSink needs an sqlite target with a path, got {target}")
+        raw, last, params, _ = table_names(job_id)
+        self.target = target
+        self.job_id = job_id
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        # A replayed row hits uq_sample and is skipped.
+        self._raw_sql = f'INSERT OR IGNORE INTO "{raw}" {COLUMNS} VALUES (?, ?, ?, ?, ?, ?)'
+        # SET sees the old row on every right-hand side; WHERE keeps Last from going back in time.
+        self._last_sql = (
+            f'INSERT INTO "{last}" {COLUMNS} VALUES (?, ?, ?, ?, ?, ?)'
+            " ON CONFLICT (idDevice, idParam) DO UPDATE SET"
+            " Date = excluded.Date, Value = excluded.Value, Delay = excluded.Delay, Code = excluded.Code"
+            f' WHERE excluded.Date >= "{last}".Date'
+        )
+        self._params_sql = (
+            f'INSERT INTO "{params}" (idParam, descrITA, descrENG, um, Acronimo) VALUES (?, ?, ?, ?, ?)'
+            " ON CONFLICT (idParam) DO UPDATE SET descrITA = excluded.descrITA,"
+            " descrENG = excluded.descrENG, um = excluded.um, Acronimo = excluded.Acronimo"
+        )
+
+    async def open(self) -> None:
+        """Open (and create) the file, in WAL mode."""
+        async with self._lock:
+            await self._connection()
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; report what changed."""
+        return await self._run("migrate", lambda conn: run_migrations(_SQLiteSchema(conn), "sqlite", self.job_id))
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        """Store ``samples`` in one transaction or raise SinkError (after rollback)."""
+        if not samples:
+            return
+        raw, last = sample_rows(samples)
+        await self._run("write", lambda conn: _in_thread(self._write_rows, conn, raw, last))
+
+    async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
+        """Insert or update descriptions by idParam."""
+        values = [param_values(row) for row in rows]
+        if values:
+            await self._run("upsert params", lambda conn: _in_thread(self._upsert_params, conn, values))
+
+    async def ping(self) -> None:
+        """Raise SinkError unless the file can be read."""
+        await self._run("ping", lambda conn: _in_thread(lambda: conn.execute("SELECT 1").fetchone()))
+
+    async def close(self) -> None:
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await _in_thread(conn.close)
+
+    def _write_rows(self, conn: sqlite3.Connection, raw: list[Row], last: list[Row]) -> None:
+        # executemany re-runs one prepared statement: in-process, there are no
+        # round trips to save by building multi-row statements.
+        with _transaction(conn):
+            conn.executemany(self._raw_sql, raw)
+            conn.executemany(self._last_sql, last)
+
+    def _upsert_params(self, conn: sqlite3.Connection, values: list[tuple]) -> None:
+        with _transaction(conn):
+            conn.executemany(self._params_sql, values)
+
+    async def _run(self, action: str, operation: Callable[[sqlite3.Connection], Awaitable[T]]) -> T:
+        """Run ``operation`` alone on the connection; any failure becomes SinkError."""
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                return await operation(conn)
+            except FAILURES as exc:
+                # Reopening is cheap and clears whatever state the failure left.
+                await self._drop()
+                message = f"{self.target}: {action} failed: {exc}"
+                logger.warning("%s", message)
+                raise SinkError(message) from exc
+
+    async def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                self._conn = await _in_thread(self._connect)
+            except FAILURES as exc:
+                message = f"{self.target}: cannot open: {exc}"
+                logger.warning("%s", message)
+                raise SinkError(message) from exc
+            logger.info("%s: opened", self.target)
+        return self._conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+        # check_same_thread=False: worker threads vary, the asyncio lock serialises.
+        conn = sqlite3.connect(
+            str(self.target.path),
+            timeout=self.target.connect_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+        if mode != "wal":
+            logger.warning("%s: journal mode is %s, not wal (filesystem without shared memory?)", self.target, mode)
+        return conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await _in_thread(conn.close)
+            except FAILURES:
+                pass
+
+
+class _SQLiteSchema:
+    """The migration runner's view of an SQLite connection (the sink's lock is held)."""
+
+    placeholder = "?"
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str) -> list[tuple]:
+        return await _in_thread(lambda: self._conn.execute(sql).fetchall())
+
+    async def execute(self, sql: str, params: Sequence[object] | None = None) -> int:
+        return await _in_thread(lambda: self._conn.execute(sql, tuple(params or ())).rowcount)
+
+    async def begin(self) -> None:
+        # SQLite DDL is transactional: a migration applies entirely or not at all.
+        await self.execute("BEGIN IMMEDIATE")
+
+    async def commit(self) -> None:
+        await self.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if self._conn.in_transaction:
+            await self.execute("ROLLBACK")
+
+    async def snapshot(self, tables: Sequence[str]) -> dict:
+        return await _in_thread(_snapshot, self._conn, tables)
+
+
+def _snapshot(conn: sqlite3.Connection, tables: Sequence[str]) -> dict:
+    options, columns, indexes = [], [], []
+    for table in tables:
+        info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+        if not info:
+            continue
+        options.append((table, ()))
+        columns += [(table, name, type_, not notnull) for _, name, type_, notnull, _, _ in info]
+        for _, index, unique, _, _ in conn.execute(f'PRAGMA index_list("{table}")').fetchall():
+            for _, _, column in conn.execute(f'PRAGMA index_info("{index}")').fetchall():
+                indexes.append((table, index, bool(unique), column))
+    return assemble(options, columns, indexes)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # some errors already rolled it back
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+async def _in_thread(function: Callable[..., T], *args: object) -> T:
+    """Run ``function`` in a worker thread; if cancelled, still wait for the thread.
+
+    The connection must not be handed to the next call while a thread still
+    uses it, so cancellation takes effect once the thread is done.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the caller was cancelled, the outcome is moot
+        raise
