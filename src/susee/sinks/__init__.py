@@ -67,6 +67,10 @@ class Sink(Protocol):
         """Insert or update param descriptions by param id."""
         ...
 
+    async def recent(self, table: str, limit: int) -> list[tuple]:
+        """Newest rows of 'raw' or 'last' as (idDevice, Date, idParam, Value, Delay, Code)."""
+        ...
+
     async def ping(self) -> None:
         """Raise SinkError unless the database answers."""
         ...
@@ -129,3 +133,12 @@ def chunks(rows: Sequence, size: int = ROWS_PER_STATEMENT) -> Iterable[Sequence]
 def param_values(row: ParamRow) -> tuple[str, str, str, str, str]:
     """(idParam, descrITA, descrENG, um, Acronimo)."""
     return (row.param_id, row.descr_ita, row.descr_eng, row.unit, row.acronym)
+
+
+def recent_queries(raw: str, last: str, quote: str, placeholder: str) -> dict[str, str]:
+    """SELECTs of the newest rows, for ``Sink.recent`` (table names are validated)."""
+    columns = f"idDevice, {quote}Date{quote}, idParam, Value, Delay, Code"
+    return {
+        "last": f"SELECT {columns} FROM {quote}{last}{quote} ORDER BY idDevice, idParam LIMIT {placeholder}",
+        "raw": f"SELECT {columns} FROM {quote}{raw}{quote} ORDER BY {quote}Date{quote} DESC, idNum DESC LIMIT {placeholder}",
+    }

@@ -17,7 +17,7 @@ import pymysql
 
 from susee.config import DATABASE_NAME_PATTERN
 from susee.migrations import MigrationError, assemble, run_migrations, table_names
-from susee.sinks import ParamRow, Row, SinkError, chunks, param_values, sample_rows
+from susee.sinks import ParamRow, Row, SinkError, chunks, param_values, recent_queries, sample_rows
 
 if TYPE_CHECKING:
     from susee.config import DatabaseTarget
@@ -73,6 +73,7 @@ class MariaDBSink:
             " Code = IF(VALUES(`Date`) >= `Date`, VALUES(Code), Code),"
             " `Date` = GREATEST(`Date`, VALUES(`Date`))"
         )
+        self._recent_sql = recent_queries(raw, last, "`", "%s")
         self._params_head = f"INSERT INTO `{params}` (idParam, descrITA, descrENG, um, Acronimo) VALUES "
         self._params_tail = (
             " ON DUPLICATE KEY UPDATE descrITA = VALUES(descrITA), descrENG = VALUES(descrENG),"
@@ -101,6 +102,17 @@ class MariaDBSink:
         values = [param_values(row) for row in rows]
         if values:
             await self._run("upsert params", lambda conn: self._upsert_params(conn, values), self.query_timeout_s)
+
+    async def recent(self, table: str, limit: int) -> list[tuple]:
+        """Newest rows of ``table`` ('raw' or 'last') for people to look at."""
+        sql = self._recent_sql[table]
+
+        async def select(conn: aiomysql.Connection) -> list[tuple]:
+            async with conn.cursor() as cursor:
+                await cursor.execute(sql, (limit,))
+                return list(await cursor.fetchall())
+
+        return await self._run("read " + table, select, self.query_timeout_s)
 
     async def ping(self) -> None:
         """Raise SinkError unless the server answers within the connect timeout."""

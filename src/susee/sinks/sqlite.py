@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from susee.migrations import MigrationError, assemble, run_migrations, table_names
-from susee.sinks import ParamRow, Row, SinkError, param_values, sample_rows
+from susee.sinks import ParamRow, Row, SinkError, param_values, recent_queries, sample_rows
 
 if TYPE_CHECKING:
     from susee.config import DatabaseTarget
@@ -41,6 +41,7 @@ class SQLiteSink:
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         # A replayed row hits uq_sample and is skipped.
+        self._recent_sql = recent_queries(raw, last, '"', "?")
         self._raw_sql = f'INSERT OR IGNORE INTO "{raw}" {COLUMNS} VALUES (?, ?, ?, ?, ?, ?)'
         # SET sees the old row on every right-hand side; WHERE keeps Last from going back in time.
         self._last_sql = (
@@ -76,6 +77,11 @@ class SQLiteSink:
         values = [param_values(row) for row in rows]
         if values:
             await self._run("upsert params", lambda conn: _in_thread(self._upsert_params, conn, values))
+
+    async def recent(self, table: str, limit: int) -> list[tuple]:
+        """Newest rows of ``table`` ('raw' or 'last') for people to look at."""
+        sql = self._recent_sql[table]
+        return await self._run("read " + table, lambda conn: _in_thread(lambda: conn.execute(sql, (limit,)).fetchall()))
 
     async def ping(self) -> None:
         """Raise SinkError unless the file can be read."""

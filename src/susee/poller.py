@@ -1,0 +1,150 @@
+"""One task per device: read its planned blocks on every tick of the grid.
+
+This is the one place where read failures become quality codes. A failed
+block still yields one row per param, so gaps show in the table. Reads of a
+device never overlap: a poll that overruns skips the ticks it missed (counted
+and logged), it never queues them up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from susee.codec import registers_to_bytes
+from susee.devices import DevicePlan
+from susee.planner import BlockRead
+from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response
+from susee.sample import Sample
+from susee.ticks import Clock, TickGrid
+from susee.transport import ExceptionResponse, LinkError, TcpLink
+
+log = logging.getLogger(__name__)
+
+# Failures after which the device is assumed unreachable for the rest of the
+# tick: its remaining blocks get the same code without waiting another timeout.
+_TICK_ENDING_CODES = Code.ERR_CONNECTION
+
+Emit = Callable[[list[Sample]], None]
+
+
+def code_for_failure(exc: BaseException) -> int:
+    """The quality code of a read that raised ``exc``."""
+    if isinstance(exc, LinkError):
+        return Code.ERR_CONNECTION
+    if isinstance(exc, ExceptionResponse):
+        return code_for_exception_response(exc.exception_code)
+    return Code.DRIVER_ERROR
+
+
+@dataclass
+class PollStats:
+    """Counters a device's poller keeps, for logs and ``check``."""
+
+    ticks: int = 0
+    missed_ticks: int = 0
+    failed_blocks: int = 0
+    codes: dict[int, int] = field(default_factory=dict)
+
+
+class Poller:
+    """Polls one device on the shared tick grid and emits its samples."""
+
+    def __init__(self, plan: DevicePlan, link: TcpLink | None, grid: TickGrid, clock: Clock, emit: Emit) -> None:
+        self.plan = plan
+        self.link = link
+        self.grid = grid
+        self.clock = clock
+        self.emit = emit
+        self.stats = PollStats()
+        self.busy = False  # inside a poll: let it finish rather than cancel it
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Poll on every tick until cancelled or, after the current poll, stopped."""
+        index = self.grid.index_at_or_after(self.clock.now())
+        while not self._stopping:
+            tick_s = self.grid.time_of(index)
+            await self.clock.sleep_until(tick_s)
+            self.busy = True
+            try:
+                self.emit(await self.poll(tick_s))
+            finally:
+                self.busy = False
+            self.stats.ticks += 1
+            following = self.grid.index_at_or_after(self.clock.now())
+            skipped = following - index - 1
+            if skipped > 0:
+                self.stats.missed_ticks += skipped
+                log.warning("device %s: poll of tick %s overran, skipped %d tick(s)", self.plan.id, tick_s, skipped)
+            index = max(index + 1, following)
+
+    def stop(self) -> bool:
+        """Stop after the poll in progress; True if the caller may cancel now."""
+        self._stopping = True
+        return not self.busy
+
+    async def poll(self, tick_s: float) -> list[Sample]:
+        """Read every block once for the tick at ``tick_s``."""
+        if self.plan.profile is None or self.link is None:
+            delay_ms = (self.clock.now() - tick_s) * 1000.0
+            return [Sample(self.plan.id, DRIVER_NOT_FOUND_PARAM, tick_s, None, delay_ms, Code.DRIVER_NOT_FOUND)]
+        samples: list[Sample] = []
+        ending_code = 0
+        for block in self.plan.blocks:
+            if ending_code:
+                delay_ms = (self.clock.now() - tick_s) * 1000.0
+                samples.extend(self._failed(block, tick_s, delay_ms, ending_code))
+                continue
+            samples.extend(await self._read_block(block, tick_s))
+            last_code = samples[-1].code
+            if last_code & _TICK_ENDING_CODES:
+                ending_code = last_code
+        return samples
+
+    async def _read_block(self, block: BlockRead, tick_s: float) -> list[Sample]:
+        settings = self.plan.settings
+        try:
+            registers = await self.link.read(settings.unit, block.function, block.address, block.count, settings.timeout)
+        except Exception as exc:  # every failure becomes a code, in this one place
+            code = code_for_failure(exc)
+            delay_ms = (self.clock.now() - tick_s) * 1000.0
+            self._count_failure(code)
+            if code == Code.DRIVER_ERROR:
+                log.exception("device %s: unexpected error reading %d+%d", settings.id, block.address, block.count)
+            else:
+                log.debug("device %s: read %d+%d failed: %s", settings.id, block.address, block.count, exc)
+            return self._failed(block, tick_s, delay_ms, code)
+        delay_ms = (self.clock.now() - tick_s) * 1000.0
+        if len(registers) < block.count:
+            self._count_failure(Code.LENREG_ZERO)
+            log.debug("device %s: %d of %d registers at %d", settings.id, len(registers), block.count, block.address)
+            return self._failed(block, tick_s, delay_ms, Code.LENREG_ZERO)
+        return self._decoded(block, registers, tick_s, delay_ms)
+
+    def _decoded(self, block: BlockRead, registers: list[int], tick_s: float, delay_ms: float) -> list[Sample]:
+        device_id = self.plan.id
+        samples = []
+        try:
+            buffer = registers_to_bytes(registers[: block.count])
+        except Exception:
+            log.exception("device %s: registers at %d are not 16-bit words", device_id, block.address)
+            return self._failed(block, tick_s, delay_ms, Code.DRIVER_ERROR)
+        for planned in block.fields:
+            try:
+                value, code = planned.decode(buffer)
+            except Exception:
+                log.exception("device %s: cannot decode param %s", device_id, planned.param_id)
+                value, code = None, Code.DRIVER_ERROR
+            if code:
+                self._count_failure(code)
+            samples.append(Sample(device_id, planned.param_id, tick_s, value, delay_ms, int(code)))
+        return samples
+
+    def _failed(self, block: BlockRead, tick_s: float, delay_ms: float, code: int) -> list[Sample]:
+        return [Sample(self.plan.id, pid, tick_s, None, delay_ms, int(code)) for pid in block.param_ids]
+
+    def _count_failure(self, code: int) -> None:
+        self.stats.failed_blocks += 1
+        self.stats.codes[int(code)] = self.stats.codes.get(int(code), 0) + 1

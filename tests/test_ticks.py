@@ -1,0 +1,366 @@
+"""The tick grid, and the poller's behaviour on it driven by a virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from susee.config import DeviceSettings
+from susee.devices import DevicePlan
+from susee.planner import plan_reads
+from susee.poller import Poller, code_for_failure
+from susee.profiles import load_profile
+from susee.quality import Code
+from susee.sample import Sample
+from susee.ticks import TickGrid
+from susee.transport import ExceptionResponse, LinkError
+
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, a multiple of 10 s and of 15 min + 100 s
+DAY_TICKS_10S = 8640  # 86400 s / 10 s
+
+
+# --- TickGrid -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("period_s", "shift_s", "t_s", "index", "tick_s"),
+    [
+        pytest.param(10, 0, T0, 170_000_000, T0, id="p10-exactly-on-tick"),
+        pytest.param(10, 0, T0 - 0.001, 170_000_000, T0, id="p10-just-before-tick"),
+        pytest.param(10, 0, T0 + 0.001, 170_000_001, T0 + 10, id="p10-just-after-tick"),
+        pytest.param(10, 0, 1_700_000_000.000001, 170_000_001, T0 + 10, id="p10-one-microsecond-after"),
+        pytest.param(10, 0, 1_699_999_999.999999, 170_000_000, T0, id="p10-one-microsecond-before"),
+        pytest.param(10, 0, T0 + 3.2, 170_000_001, T0 + 10, id="p10-between-ticks"),
+        pytest.param(10, 3, T0, 170_000_000, T0 + 3, id="p10-shift3-before-shifted-tick"),
+        pytest.param(10, 3, T0 + 3, 170_000_000, T0 + 3, id="p10-shift3-exactly-on-tick"),
+        pytest.param(10, 3, T0 + 2.999, 170_000_000, T0 + 3, id="p10-shift3-just-before"),
+        pytest.param(10, 3, T0 + 3.001, 170_000_001, T0 + 13, id="p10-shift3-just-after"),
+        pytest.param(1, 0, T0 + 0.2, 1_700_000_001, T0 + 1, id="p1-between-ticks"),
+        pytest.param(1, 0, T0, 1_700_000_000, T0, id="p1-exactly-on-tick"),
+        pytest.param(900, 0, T0 + 100, 1_888_889, T0 + 100, id="p15min-exactly-on-tick"),
+        pytest.param(900, 0, T0 + 99.999, 1_888_889, T0 + 100, id="p15min-just-before"),
+        pytest.param(900, 0, T0 + 101, 1_888_890, T0 + 1000, id="p15min-just-after"),
+        pytest.param(10, 0, 0.0, 0, 0.0, id="p10-epoch"),
+    ],
+)
+def test_tick_grid_index_at_or_after_and_time_of(period_s, shift_s, t_s, index, tick_s) -> None:
+    grid = TickGrid(period_s, shift_s)
+
+    assert grid.index_at_or_after(t_s) == index
+    assert grid.time_of(index) == tick_s
+
+
+@pytest.mark.parametrize(
+    ("period_s", "shift_s", "message"),
+    [
+        pytest.param(10, 10, "shift", id="shift-equal-to-period"),
+        pytest.param(10, 12, "shift", id="shift-above-period"),
+        pytest.param(10, -1, "shift", id="negative-shift"),
+        pytest.param(0, 0, "period", id="period-zero"),
+        pytest.param(-10, 0, "period", id="negative-period"),
+    ],
+)
+def test_tick_grid_rejects_impossible_grid(period_s, shift_s, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TickGrid(period_s, shift_s)
+
+
+def test_tick_grid_does_not_drift_over_a_day_of_10s_ticks() -> None:
+    grid = TickGrid(10)
+    first = grid.index_at_or_after(T0)
+
+    times = [grid.time_of(first + k) for k in range(DAY_TICKS_10S)]
+
+    assert times == [(first + k) * 10.0 for k in range(DAY_TICKS_10S)]
+    assert grid.index_at_or_after(times[-1]) == first + DAY_TICKS_10S - 1
+
+
+def test_tick_grid_with_shift_does_not_drift_over_a_day() -> None:
+    grid = TickGrid(10, 3)
+    first = grid.index_at_or_after(T0)
+
+    assert all(grid.time_of(first + k) == (first + k) * 10.0 + 3.0 for k in range(DAY_TICKS_10S))
+
+
+# --- Poller on a virtual clock --------------------------------------------------------
+
+
+class FakeClock:
+    """Virtual wall clock: sleeping jumps straight to the wake-up time."""
+
+    def __init__(self, start_s: float) -> None:
+        self.t = start_s
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t_s: float) -> None:
+        self.t = max(self.t, t_s)
+        await asyncio.sleep(0)  # still a real suspension point, like the wall clock's
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class FakeLink:
+    """A device that answers after ``read_s`` virtual seconds, one request at a time.
+
+    ``memory`` maps register address -> word (unmapped words read as 0);
+    ``short`` caps how many registers the answer to a block carries.
+    """
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        memory: dict[int, int],
+        read_s: float = 0.25,
+        failures: dict[int, Exception] | None = None,
+        short: dict[int, int] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.memory = memory
+        self.read_s = read_s
+        self.failures = failures or {}
+        self.short = short or {}
+        self.reads: list[tuple[float, float, int, int]] = []  # start, end, address, count
+        self._busy = False
+
+    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> list[int]:
+        assert not self._busy, "reads overlap"
+        self._busy = True
+        start = self.clock.now()
+        try:
+            await asyncio.sleep(0)
+            self.clock.advance(self.read_s)
+        finally:
+            self._busy = False
+        self.reads.append((start, self.clock.now(), address, count))
+        if address in self.failures:
+            raise self.failures[address]
+        words = [self.memory.get(a, 0) for a in range(address, address + count)]
+        return words[: self.short.get(address, count)]
+
+
+class Enough(Exception):
+    """Raised by the recorder to end ``Poller.run`` after enough polls."""
+
+
+class Recorder:
+    """The poller's emit callback: keeps each poll's samples, stops after ``polls``."""
+
+    def __init__(self, polls: int) -> None:
+        self.limit = polls
+        self.polls: list[list[Sample]] = []
+
+    def __call__(self, samples: list[Sample]) -> None:
+        self.polls.append(samples)
+        if len(self.polls) >= self.limit:
+            raise Enough
+
+
+# param id -> (register address, value), inside the PAC3200 default blocks 7+64 and 801+20;
+# every value is exact in its type, so equality checks are exact.
+PAC_VALUES_F32 = {"104": (7, 400.25), "107": (13, 12.5), "132": (63, 8660.0), "133": (65, 8000.5),
+                  "134": (67, -3300.75), "135": (69, -0.921875)}
+PAC_VALUES_F64 = {"222": (801, 123456789.0), "226": (817, 98765.4375)}
+EXPECTED_VALUES = {pid: value for pid, (_, value) in (PAC_VALUES_F32 | PAC_VALUES_F64).items()}
+
+
+def pac3200_memory() -> dict[int, int]:
+    """The meter's registers holding the known values, address -> word."""
+    memory = {}
+    for fmt, values in (("f", PAC_VALUES_F32), ("d", PAC_VALUES_F64)):
+        for address, value in values.values():
+            raw = struct.pack(">" + fmt, value)
+            words = struct.unpack(f">{len(raw) // 2}H", raw)
+            memory.update(zip(range(address, address + len(words)), words))
+    return memory
+
+
+def make_plan(params: list[str] | None = None) -> DevicePlan:
+    profile = load_profile("pac3200")
+    settings = DeviceSettings(id="pac1", host="127.0.0.1", params=params)
+    return DevicePlan(settings=settings, profile=profile, blocks=plan_reads(profile, params or profile.default_ids))
+
+
+async def run_until_enough(poller: Poller) -> None:
+    with pytest.raises(Enough):
+        await poller.run()
+
+
+@pytest.mark.parametrize(
+    ("period_s", "shift_s", "start_s", "ticks"),
+    [
+        pytest.param(10, 0, T0 + 3.2, [T0 + 10, T0 + 20, T0 + 30], id="p10-lands-on-00-10-20"),
+        pytest.param(10, 3, T0 + 3.2, [T0 + 13, T0 + 23, T0 + 33], id="p10-shift3-lands-on-03-13-23"),
+        pytest.param(10, 0, T0, [T0, T0 + 10, T0 + 20], id="p10-start-exactly-on-tick-polls-it"),
+        pytest.param(1, 0, T0 + 0.5, [T0 + 1, T0 + 2, T0 + 3], id="p1"),
+        pytest.param(900, 0, T0 + 101, [T0 + 1000, T0 + 1900, T0 + 2800], id="p15min"),
+    ],
+)
+async def test_samples_carry_nominal_tick_and_read_duration_as_delay(period_s, shift_s, start_s, ticks) -> None:
+    clock = FakeClock(start_s)
+    link = FakeLink(clock, pac3200_memory(), read_s=0.25)
+    recorder = Recorder(polls=len(ticks))
+    poller = Poller(make_plan(["133"]), link, TickGrid(period_s, shift_s), clock, recorder)
+
+    await run_until_enough(poller)
+
+    assert recorder.polls == [[Sample("pac1", "133", tick, 8000.5, 250.0, Code.OK)] for tick in ticks]
+    assert [start for start, _, _, _ in link.reads] == ticks  # each read starts on its tick
+    assert poller.stats.missed_ticks == 0
+
+
+async def test_two_block_device_delay_grows_per_block_and_values_decode() -> None:
+    clock = FakeClock(T0 - 1)
+    link = FakeLink(clock, pac3200_memory(), read_s=0.125)
+    recorder = Recorder(polls=1)
+    poller = Poller(make_plan(), link, TickGrid(10), clock, recorder)
+
+    await run_until_enough(poller)
+
+    (samples,) = recorder.polls
+    assert {s.param_id: s.value for s in samples} == EXPECTED_VALUES
+    assert {s.param_id: s.delay_ms for s in samples} == {
+        **{pid: 125.0 for pid in PAC_VALUES_F32},
+        **{pid: 250.0 for pid in PAC_VALUES_F64},
+    }
+    assert {(s.device_id, s.tick_s, s.code) for s in samples} == {("pac1", T0, Code.OK)}
+    assert [(address, count) for _, _, address, count in link.reads] == [(7, 64), (801, 20)]
+
+
+async def test_overrunning_poll_skips_missed_ticks_and_resumes_on_the_grid() -> None:
+    period_s = 10
+    clock = FakeClock(T0 - 0.5)
+    link = FakeLink(clock, pac3200_memory(), read_s=2.5 * period_s)
+    recorder = Recorder(polls=3)
+    poller = Poller(make_plan(["133"]), link, TickGrid(period_s), clock, recorder)
+
+    await run_until_enough(poller)
+
+    ticks = [poll[0].tick_s for poll in recorder.polls]
+    # Each 25 s read ends at :25, so :10 and :20 are skipped and :30 is next.
+    assert ticks == [T0, T0 + 30, T0 + 60]
+    assert [start for start, _, _, _ in link.reads] == ticks  # never a queued-up tick read late
+    assert [poll[0].delay_ms for poll in recorder.polls] == [25000.0] * 3
+    # Two ticks missed after each of the first two polls (the third was stopped in emit).
+    assert poller.stats.missed_ticks == 4
+    assert poller.stats.ticks == 2
+
+
+async def test_reads_of_a_device_never_overlap() -> None:
+    clock = FakeClock(T0 - 0.5)
+    link = FakeLink(clock, pac3200_memory(), read_s=7.5)  # two blocks: 15 s per poll
+    recorder = Recorder(polls=4)
+    poller = Poller(make_plan(), link, TickGrid(10), clock, recorder)
+
+    await run_until_enough(poller)
+
+    assert len(link.reads) == 8
+    for (_, previous_end, _, _), (start, _, _, _) in zip(link.reads, link.reads[1:]):
+        assert start >= previous_end
+    assert [poll[0].tick_s for poll in recorder.polls] == [T0, T0 + 20, T0 + 40, T0 + 60]
+    assert poller.stats.missed_ticks == 3
+
+
+# --- Failures become codes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        pytest.param(LinkError("cannot connect to 127.0.0.1:502"), 1, id="link-error-is-err-connection"),
+        pytest.param(ExceptionResponse(0x0A), 4, id="gateway-path-unavailable-0x0A-is-server-off"),
+        pytest.param(ExceptionResponse(0x0B), 4, id="gateway-target-failed-0x0B-is-server-off"),
+        pytest.param(ExceptionResponse(0x02), 8, id="illegal-address-0x02-is-err-register"),
+        pytest.param(ExceptionResponse(0x01), 8, id="illegal-function-0x01-is-err-register"),
+        pytest.param(RuntimeError("boom"), 2, id="anything-else-is-driver-error"),
+    ],
+)
+def test_code_for_failure(exc, code) -> None:
+    assert code_for_failure(exc) == code
+
+
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        pytest.param(ExceptionResponse(0x0B), Code.SERVER_OFF, id="gateway-0x0B"),
+        pytest.param(ExceptionResponse(0x02), Code.ERR_REGISTER, id="illegal-address-0x02"),
+        pytest.param(RuntimeError("boom"), Code.DRIVER_ERROR, id="unexpected-error"),
+    ],
+)
+async def test_block_failure_that_is_not_a_link_error_still_reads_next_block(failure, code) -> None:
+    clock = FakeClock(T0)
+    link = FakeLink(clock, pac3200_memory(), failures={7: failure})
+    poller = Poller(make_plan(), link, TickGrid(10), clock, lambda samples: None)
+
+    samples = await poller.poll(T0)
+
+    assert [address for _, _, address, _ in link.reads] == [7, 801]
+    assert {s.param_id: (s.value, s.code) for s in samples} == {
+        **{pid: (None, code) for pid in PAC_VALUES_F32},
+        **{pid: (EXPECTED_VALUES[pid], Code.OK) for pid in PAC_VALUES_F64},
+    }
+
+
+async def test_link_error_on_first_block_gives_second_block_code_1_without_reading_it() -> None:
+    clock = FakeClock(T0)
+    link = FakeLink(clock, pac3200_memory(), read_s=1.0, failures={7: LinkError("timeout")})
+    poller = Poller(make_plan(), link, TickGrid(10), clock, lambda samples: None)
+
+    samples = await poller.poll(T0)
+
+    assert [address for _, _, address, _ in link.reads] == [7]
+    assert [s.param_id for s in samples] == ["104", "107", "132", "133", "134", "135", "222", "226"]
+    assert {(s.value, s.code, s.tick_s, s.delay_ms) for s in samples} == {(None, Code.ERR_CONNECTION, T0, 1000.0)}
+
+
+@pytest.mark.parametrize("returned", [10, 0], ids=["short", "empty"])
+async def test_short_register_list_gives_code_32_for_every_field_of_the_block(returned) -> None:
+    clock = FakeClock(T0)
+    link = FakeLink(clock, pac3200_memory(), short={7: returned})
+    poller = Poller(make_plan(), link, TickGrid(10), clock, lambda samples: None)
+
+    samples = await poller.poll(T0)
+
+    assert {s.param_id: (s.value, s.code) for s in samples} == {
+        **{pid: (None, Code.LENREG_ZERO) for pid in PAC_VALUES_F32},
+        **{pid: (EXPECTED_VALUES[pid], Code.OK) for pid in PAC_VALUES_F64},
+    }
+    assert poller.stats.codes == {int(Code.LENREG_ZERO): 1}
+
+
+async def test_nan_in_one_field_marks_only_that_field() -> None:
+    clock = FakeClock(T0)
+    memory = pac3200_memory()
+    memory.update({65: 0x7FC0, 66: 0x0000})  # P_TOT (133) is NaN
+    link = FakeLink(clock, memory)
+    poller = Poller(make_plan(), link, TickGrid(10), clock, lambda samples: None)
+
+    samples = await poller.poll(T0)
+
+    assert {s.param_id: (s.value, s.code) for s in samples} == {
+        **{pid: (value, Code.OK) for pid, value in EXPECTED_VALUES.items()},
+        "133": (None, Code.VALUE_NAN),
+    }
+
+
+async def test_device_without_profile_yields_one_driver_not_found_row() -> None:
+    clock = FakeClock(T0 + 0.25)
+    link = FakeLink(clock, {})
+    settings = DeviceSettings(id="pac9", host="127.0.0.1", profile="missing.yaml")
+    plan = DevicePlan(settings=settings, profile=None, blocks=(), profile_error="profile 'missing.yaml' not found")
+    poller = Poller(plan, link, TickGrid(10), clock, lambda samples: None)
+
+    samples = await poller.poll(T0)
+
+    assert len(samples) == 1
+    (sample,) = samples
+    assert (sample.device_id, sample.param_id, sample.tick_s, sample.value, sample.code) == (
+        "pac9", "100", T0, None, Code.DRIVER_NOT_FOUND
+    )
+    assert sample.code == 64
+    assert sample.delay_ms == 250.0
+    assert link.reads == []
