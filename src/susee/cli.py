@@ -1,0 +1,101 @@
+"""Command line: parse arguments, set up logging, build settings, hand over."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from susee import __version__, commands
+from susee.config import ConfigError
+
+EXIT_CONFIG = 2
+COMMANDS = ("run", "check", "migrate", "read", "last", "simulate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a value given before the subcommand is not overwritten by the default.
+    common.add_argument("--config", "-c", default=argparse.SUPPRESS, help="site YAML file")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override the config's log_level")
+
+    parser = argparse.ArgumentParser(prog="susee", parents=[common],
+                                     description="Clock-aligned Modbus energy meter acquisition into MariaDB.")
+    parser.add_argument("--version", action="version", version=f"susee {__version__}")
+    parser.add_argument("--duration", type=float, default=argparse.SUPPRESS, help="stop cleanly after SECONDS")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the acquisition service (the default)")
+    run.add_argument("--duration", type=float, default=argparse.SUPPRESS, help="stop cleanly after SECONDS")
+    sub.add_parser("check", parents=[common], help="validate, show the plan, try each device and the database")
+    sub.add_parser("migrate", parents=[common], help="create or upgrade the database tables")
+    read = sub.add_parser("read", parents=[common], help="read one device now and print the values")
+    read.add_argument("--device", "-d", required=True, help="device id")
+    last = sub.add_parser("last", parents=[common], help="print the newest value of every param (or raw rows)")
+    last.add_argument("--raw", type=int, metavar="N", help="print the N newest rows of the Raw table instead")
+    simulate = sub.add_parser("simulate", parents=[common], help="run a PAC3200 simulator (Modbus TCP)")
+    simulate.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    simulate.add_argument("--port", type=int, default=5020, help="TCP port (default 5020)")
+    simulate.add_argument("--units", default="1-3", help="unit ids, e.g. 1-3 or 1,4,7 (default 1-3)")
+    simulate.add_argument("--fault", action="append", default=[], metavar="UNIT=FAULT",
+                          help="inject a fault: timeout, illegal_address, gateway_no_response, nan, short")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    level = getattr(args, "log_level", None)
+    setup_logging(level or "INFO")
+    try:
+        if command == "simulate":
+            return run_async(commands.simulate(args.host, args.port, args.units, args.fault))
+        if not hasattr(args, "config"):
+            print(f"susee {command}: --config is required", file=sys.stderr)
+            return EXIT_CONFIG
+        site = commands.load_site(args.config)
+        if level is None:
+            # The service logs at the configured level; one-shot commands print
+            # their results and only log what went wrong.
+            logging.getLogger().setLevel(site.settings.log_level if command == "run" else "WARNING")
+        if command == "run":
+            return run_async(commands.run(site, getattr(args, "duration", None)))
+        if command == "check":
+            return run_async(commands.check(site))
+        if command == "migrate":
+            return run_async(commands.migrate(site))
+        if command == "last":
+            return run_async(commands.last(site, args.raw))
+        return run_async(commands.read(site, args.device))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.Formatter.converter = __import__("time").gmtime  # log times in UTC, like the Date column
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its errors are ours to report, as codes
+
+
+def run_async(coroutine: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where installed (faster timers and sockets), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)

@@ -1,0 +1,178 @@
+"""What each CLI command does, given validated settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from susee.config import ConfigError, Settings, load_settings
+from susee.devices import DevicePlan, plan_devices
+from susee.poller import Poller
+from susee.quality import Code, describe
+from susee.sinks import SinkError, create_sink
+from susee.supervisor import Supervisor, embedded_simulator
+from susee.ticks import TickGrid, WallClock
+from susee.transport import LinkPool
+
+log = logging.getLogger(__name__)
+
+# Codes that mean "could not talk to the device" for ``check``; a NaN value is
+# a reading, not an unreachable meter.
+_UNREACHABLE = ~int(Code.VALUE_NAN)
+
+
+@dataclass(frozen=True)
+class Site:
+    """Validated settings plus the devices resolved from them."""
+
+    path: Path
+    settings: Settings
+    plans: list[DevicePlan]
+
+
+def load_site(config: str) -> Site:
+    """Load, validate and plan; ConfigError on anything invalid."""
+    path = Path(config)
+    settings = load_settings(path)
+    plans = plan_devices(settings, path)
+    return Site(path, settings, plans)
+
+
+async def run(site: Site, duration_s: float | None) -> int:
+    sink = create_sink(site.settings.database_target(), site.settings.job_id)
+    return await Supervisor(site.settings, site.plans, sink).run(duration_s)
+
+
+async def migrate(site: Site) -> int:
+    sink = create_sink(site.settings.database_target(), site.settings.job_id)
+    try:
+        await sink.open()
+        for line in await sink.migrate():
+            print(line)
+    except SinkError as exc:
+        print(f"database {sink.target}: {exc}")
+        return 1
+    finally:
+        await sink.close()
+    return 0
+
+
+async def last(site: Site, raw_rows: int | None) -> int:
+    """Print the newest value of every param, or the newest raw rows."""
+    sink = create_sink(site.settings.database_target(), site.settings.job_id)
+    table, limit = ("raw", raw_rows) if raw_rows else ("last", 100_000)
+    try:
+        await sink.open()
+        rows = await sink.recent(table, limit)
+    except SinkError as exc:
+        print(f"database {sink.target}: {exc}")
+        return 1
+    finally:
+        await sink.close()
+    acronyms = {pid: spec.acronym for plan in site.plans if plan.profile for pid, spec in plan.profile.by_id.items()}
+    print(f"{'idDevice':<10} {'Date':<26} {'idParam':<8} {'acronym':<14} {'Value':>18} {'Delay':>9} Code")
+    for device_id, date, param_id, value, delay, code in rows:
+        shown = "NULL" if value is None else f"{value:.4f}"
+        print(f"{device_id:<10} {str(date):<26} {param_id:<8} {acronyms.get(param_id, ''):<14} {shown:>18} "
+              f"{delay:>9.1f} {code} ({describe(code)})")
+    print(f"{len(rows)} row(s) from see{site.settings.job_id}{table.capitalize()} in {sink.target}")
+    return 0
+
+
+async def check(site: Site) -> int:
+    settings = site.settings
+    print(f"config {site.path}: job {settings.job_id}, sample_time {settings.sample_time:g} s, "
+          f"sample_shift {settings.sample_shift:g} s, {len(site.plans)} enabled device(s)")
+    target = settings.database_target()
+    print(f"database: {target}")
+    healthy = True
+    async with AsyncExitStack() as stack:
+        if settings.simulator is not None and settings.simulator.enabled:
+            await stack.enter_async_context(embedded_simulator(settings))
+        links = LinkPool()
+        stack.callback(links.close)
+        for plan in site.plans:
+            healthy &= await _check_device(plan, links)
+    healthy &= await _check_database(target, settings.job_id)
+    print("all reachable" if healthy else "NOT all reachable")
+    return 0 if healthy else 1
+
+
+async def _check_device(plan: DevicePlan, links: LinkPool) -> bool:
+    s = plan.settings
+    if plan.profile is None:
+        print(f"  {s.id}: driver not found: {plan.profile_error}")
+        return False
+    requests = ", ".join(f"fc{b.function} {b.address}+{b.count}" for b in plan.blocks)
+    print(f"  {s.id}: {plan.profile.name} unit {s.unit} at {plan.endpoint}, "
+          f"{len(plan.param_ids)} params in {len(plan.blocks)} request(s): {requests}")
+    samples = await _read_once(plan, links)
+    code = 0
+    for sample in samples:
+        code |= sample.code
+    delay = max(sample.delay_ms for sample in samples)
+    print(f"    read: {describe(code)}, {delay:.1f} ms")
+    return not code & _UNREACHABLE
+
+
+async def _check_database(target, job_id: str) -> bool:
+    sink = create_sink(target, job_id)
+    try:
+        await sink.open()
+        await sink.ping()
+        print("  database: reachable")
+        return True
+    except SinkError as exc:
+        print(f"  database: UNREACHABLE: {exc}")
+        return False
+    finally:
+        await sink.close()
+
+
+async def read(site: Site, device_id: str) -> int:
+    plan = next((p for p in site.plans if p.id == device_id), None)
+    if plan is None:
+        known = ", ".join(p.id for p in site.plans) or "none"
+        raise ConfigError(f"{site.path}: no enabled device {device_id!r} (enabled: {known})")
+    if plan.profile is None:
+        print(f"{device_id}: driver not found: {plan.profile_error}")
+        return 1
+    async with AsyncExitStack() as stack:
+        if site.settings.simulator is not None and site.settings.simulator.enabled:
+            await stack.enter_async_context(embedded_simulator(site.settings))
+        links = LinkPool()
+        stack.callback(links.close)
+        samples = await _read_once(plan, links)
+    print(f"{'idParam':<8} {'acronym':<14} {'value':>18} {'unit':<6} code")
+    for sample in samples:
+        spec = plan.profile.by_id[sample.param_id]
+        value = "NULL" if sample.value is None else f"{sample.value:.4f}"
+        print(f"{sample.param_id:<8} {spec.acronym:<14} {value:>18} {spec.unit:<6} {sample.code} ({describe(sample.code)})")
+    return 0 if all(s.code == 0 for s in samples) else 1
+
+
+async def _read_once(plan: DevicePlan, links: LinkPool):
+    clock = WallClock()
+    poller = Poller(plan, links.link_for(plan.endpoint), TickGrid(1), clock, lambda samples: None)
+    return await poller.poll(clock.now())
+
+
+async def simulate(host: str, port: int, units: str, faults: list[str]) -> int:
+    from susee.simulator import Fault, parse_units, serve
+
+    try:
+        unit_ids = parse_units(units)
+        injected = {}
+        for entry in faults:
+            unit, _, name = entry.partition("=")
+            injected[int(unit)] = Fault(name)
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from exc
+    try:
+        await serve(host, port, unit_ids, injected)
+    except asyncio.CancelledError:
+        pass
+    return 0
