@@ -364,3 +364,26 @@ async def test_device_without_profile_yields_one_driver_not_found_row() -> None:
     assert sample.code == 64
     assert sample.delay_ms == 250.0
     assert link.reads == []
+
+
+# stop(at) with the poller waiting for its next tick: (next tick relative to
+# the stop time, may the caller cancel at once, ticks polled after the stop).
+STOP_CASES = {
+    "next tick later than the stop: cancel now": (1.0, True, 0),
+    "next tick due exactly at the stop: poll it, then end": (0.0, False, 1),
+    "next tick already overdue: poll it, then end": (-0.5, False, 1),
+}
+
+
+@pytest.mark.parametrize(("next_tick_rel_s", "cancel_now", "polls_after"), STOP_CASES.values(), ids=STOP_CASES.keys())
+async def test_stop_polls_ticks_already_due_and_nothing_later(next_tick_rel_s, cancel_now, polls_after) -> None:
+    clock = FakeClock(T0 + 0.5)
+    polls: list[list[Sample]] = []
+    poller = Poller(make_plan(), FakeLink(clock, pac3200_memory(), read_s=0.1), TickGrid(1), clock, polls.append)
+    poller.next_tick_s = T0 + 1  # what run() sets while it waits for tick T0+1
+
+    assert poller.stop(T0 + 1 - next_tick_rel_s) is cancel_now
+    if not cancel_now:
+        await poller.run()  # returns by itself once past the stop time
+    assert len(polls) == polls_after
+    assert all(s.tick_s == T0 + 1 for poll in polls for s in poll)

@@ -59,13 +59,16 @@ class Poller:
         self.emit = emit
         self.stats = PollStats()
         self.busy = False  # inside a poll: let it finish rather than cancel it
-        self._stopping = False
+        self.next_tick_s = float("inf")
+        self._stop_after_s: float | None = None
 
     async def run(self) -> None:
         """Poll on every tick until cancelled or, after the current poll, stopped."""
         index = self.grid.index_at_or_after(self.clock.now())
-        while not self._stopping:
-            tick_s = self.grid.time_of(index)
+        while True:
+            tick_s = self.next_tick_s = self.grid.time_of(index)
+            if self._stop_after_s is not None and tick_s > self._stop_after_s:
+                return
             await self.clock.sleep_until(tick_s)
             self.busy = True
             try:
@@ -80,10 +83,14 @@ class Poller:
                 log.warning("device %s: poll of tick %s overran, skipped %d tick(s)", self.plan.id, tick_s, skipped)
             index = max(index + 1, following)
 
-    def stop(self) -> bool:
-        """Stop after the poll in progress; True if the caller may cancel now."""
-        self._stopping = True
-        return not self.busy
+    def stop(self, at_s: float) -> bool:
+        """Poll no tick later than ``at_s``; True if the caller may cancel now.
+
+        Ticks already due are still polled, so a stop leaves every device with
+        the same last tick: no tick ends up with rows from only some devices.
+        """
+        self._stop_after_s = at_s
+        return not self.busy and self.next_tick_s > at_s
 
     async def poll(self, tick_s: float) -> list[Sample]:
         """Read every block once for the tick at ``tick_s``."""

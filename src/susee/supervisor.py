@@ -116,13 +116,14 @@ class Supervisor:
         self._log_summary()
 
     async def _stop_pollers(self) -> None:
-        """Cancel idle pollers; let those mid-poll finish their tick.
+        """Cancel pollers waiting for a later tick; let due and running polls finish.
 
-        A poll in progress ends within its devices' timeouts; its rows are
+        A poll in progress ends within its device's timeouts; its rows are
         acquired data and must reach the writer.
         """
+        now_s = self.clock.now()
         for poller, task in zip(self.pollers, self._tasks):
-            if poller.stop():
+            if poller.stop(now_s):
                 task.cancel()
         longest_poll_s = max(
             (p.plan.settings.timeout * max(len(p.plan.blocks), 1) for p in self.pollers), default=0.0

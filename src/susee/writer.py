@@ -84,15 +84,17 @@ class Writer:
             if self._closing:
                 return []
             first = await self.queue.get()
-            self._take(first)
             rows = list(first)
         else:
-            rows = []
-        if len(rows) < self.settings.batch_rows and not self._closing:
+            first, rows = [], []
+        # The rows in hand stay counted as queued until the batch is cut, so
+        # the submit that brings the total to batch_rows ends the wait.
+        if self._queued_rows < self.settings.batch_rows and not self._closing:
             try:
                 await asyncio.wait_for(self._enough.wait(), self.settings.batch_age)
             except asyncio.TimeoutError:
                 pass
+        self._take(first)
         while len(rows) < self.settings.batch_rows and not self.queue.empty():
             item = self.queue.get_nowait()
             self._take(item)
