@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sqlite3
 
@@ -11,7 +10,7 @@ import pytest
 from susee.config import DatabaseTarget
 from susee.quality import Code
 from susee.sample import Sample
-from susee.sinks import ParamRow, SinkError, create_sink, format_tick, sample_rows
+from susee.sinks import SinkError, create_sink, format_tick, sample_rows
 
 TICK = 1613644200.0  # 2021-02-18 10:30:00 UTC, the seed README's example row
 
@@ -138,80 +137,6 @@ async def test_migrate_twice_says_up_to_date_and_changes_nothing(sink, query, jo
     assert await sink.migrate() == ["schema up to date (version 1)"]
     assert query("SELECT name, sql FROM sqlite_master ORDER BY name") == schema
     assert query(f"SELECT COUNT(*) FROM see{job_id}Raw") == [(1,)]
-
-
-# (sample, the row read back: idDevice, Date, idParam, Value, Delay, Code)
-EXACT_ROWS = [
-    (Sample("d01", "222", TICK, 1234567890.123, 178.778, 0),
-     ("d01", "2021-02-18 10:30:00.000000", "222", 1234567890.123, 178.778, 0)),
-    (Sample("d01", "104", TICK, None, 12.5, Code.ERR_CONNECTION),
-     ("d01", "2021-02-18 10:30:00.000000", "104", None, 12.5, 1)),
-    (Sample("d02", "104", TICK + 0.25, 395.19, 1.0, 0),
-     ("d02", "2021-02-18 10:30:00.250000", "104", 395.19, 1.0, 0)),
-    (Sample("d02", "135", TICK, math.nan, 2.0, 0),
-     ("d02", "2021-02-18 10:30:00.000000", "135", None, 2.0, int(Code.VALUE_NAN))),
-]
-
-
-async def test_write_stores_exact_rows(sink, query, job_id):
-    await sink.write([sample for sample, _ in EXACT_ROWS])
-
-    expected = sorted((row for _, row in EXACT_ROWS), key=lambda row: (row[0], row[2], row[1]))
-    assert query(
-        f"SELECT idDevice, Date, idParam, Value, Delay, Code FROM see{job_id}Raw ORDER BY idDevice, idParam, Date"
-    ) == expected
-
-
-async def test_writing_the_same_batch_twice_adds_no_rows(sink, query, job_id):
-    batch = [Sample(f"d{device:02d}", param, TICK, 1.0, 5.0, 0) for device in range(3) for param in ("104", "107")]
-
-    await sink.write(batch)
-    await sink.write(batch)
-
-    assert query(f"SELECT COUNT(*) FROM see{job_id}Raw") == [(6,)]
-    assert query(f"SELECT COUNT(*) FROM see{job_id}Last") == [(6,)]
-
-
-# Batches written in order, then what Last holds for (d01, 104): (Date, Value, Code).
-LAST_CASES = {
-    "newest in the batch wins": (
-        [[(TICK + 10, 2.0), (TICK, 1.0), (TICK + 5, 1.5)]],
-        ("2021-02-18 10:30:10.000000", 2.0, 0),
-    ),
-    "an older batch does not go back": (
-        [[(TICK + 10, 2.0)], [(TICK, 1.0)]],
-        ("2021-02-18 10:30:10.000000", 2.0, 0),
-    ),
-    "a newer batch moves forward": (
-        [[(TICK, 1.0)], [(TICK + 10, 2.0)]],
-        ("2021-02-18 10:30:10.000000", 2.0, 0),
-    ),
-    "the same tick again replaces": (
-        [[(TICK, 1.0)], [(TICK, 3.0)]],
-        ("2021-02-18 10:30:00.000000", 3.0, 0),
-    ),
-}
-
-
-@pytest.mark.parametrize("batches, expected", LAST_CASES.values(), ids=LAST_CASES.keys())
-async def test_last_holds_the_newest_sample(sink, query, job_id, batches, expected):
-    for batch in batches:
-        await sink.write([Sample("d01", "104", tick, value, 1.0, 0) for tick, value in batch])
-
-    assert query(f"SELECT idDevice, idParam, Date, Value, Code FROM see{job_id}Last") == [("d01", "104", *expected)]
-
-
-async def test_upsert_params_inserts_then_updates_by_param_id(sink, query, job_id):
-    voltage = ParamRow("104", "Tensione UL1_L2", "Voltage UL1_L2", "V", "UL1_L2")
-    power = ParamRow("133", "Potenza attiva totale", "Active Power - Total", "W", "P_TOT")
-
-    await sink.upsert_params([voltage, power])
-    await sink.upsert_params([dataclasses.replace(power, descr_eng="Total active power", unit="kW")])
-
-    assert query(f"SELECT idParam, descrITA, descrENG, um, Acronimo FROM see{job_id}Params ORDER BY idParam") == [
-        ("104", "Tensione UL1_L2", "Voltage UL1_L2", "V", "UL1_L2"),
-        ("133", "Potenza attiva totale", "Total active power", "kW", "P_TOT"),
-    ]
 
 
 async def test_unopenable_file_raises_sink_error(tmp_path, job_id):
