@@ -11,8 +11,11 @@ import math
 
 import pytest
 
-from susee.codec import DATA_TYPES, encode, make_decoder, normalise_order, registers_to_bytes
+from susee.codec import DATA_TYPES, encode, make_decoder, normalise_order, parse_bits, registers_to_bytes
 from susee.quality import Code
+
+# The register types; "bit" (coils, discrete inputs) has its own table below.
+REGISTER_TYPES = [name for name, t in DATA_TYPES.items() if t.kind != "bit"]
 
 # (byte order, word order) of the ABCD-style spellings; A = most significant byte.
 ORDERS = {
@@ -97,14 +100,21 @@ VECTORS = [
     ("float64", "CDAB", [0x0000, 0x0000, 0x0000, 0xC004], -2.5),
     ("float64", "BADC", [0x04C0, 0x0000, 0x0000, 0x0000], -2.5),
     ("float64", "DCBA", [0x0000, 0x0000, 0x0000, 0x04C0], -2.5),
+    # Worked examples from manufacturers' documents:
+    # B+G e-tech "SDM630Register.pdf" (Eastron SDM630-Modbus): reading 30001, phase 1
+    # voltage, the meter answers the bytes 43 66 33 34 -> 230.2 V (float32, high word first).
+    ("float32", "ABCD", [0x4366, 0x3334], 230.20001220703125),
+    # JUMO 701061 interface manual: 550.0 = 0x44098000 in IEEE 754, sent as
+    # 80 00 44 09 (low word first): the CDAB order.
+    ("float32", "CDAB", [0x8000, 0x4409], 550.0),
 ]
 
 VECTOR_IDS = [f"{t}-{order}-{value!r}" for t, order, _, value in VECTORS]
 
 
-def test_vectors_cover_every_type_in_every_order() -> None:
+def test_vectors_cover_every_register_type_in_every_order() -> None:
     covered = {(t, order) for t, order, _, _ in VECTORS}
-    assert covered == {(t, order) for t in DATA_TYPES for order in ORDERS}
+    assert covered == {(t, order) for t in REGISTER_TYPES for order in ORDERS}
 
 
 def test_vectors_have_the_word_count_of_their_type() -> None:
@@ -262,3 +272,113 @@ def test_normalise_order_alias_wins_over_explicit_orders() -> None:
 def test_normalise_order_rejects_unknown_alias_naming_it(alias) -> None:
     with pytest.raises(ValueError, match=f"unknown order '{alias}'"):
         normalise_order(None, None, alias)
+
+
+# --- bits: coils and discrete inputs ------------------------------------------------
+# Function 1/2 answers are lists of 0/1; the poller packs them like registers, one
+# word per bit, so a bit field is the word at its offset.
+
+
+@pytest.mark.parametrize(
+    ("bits_on_the_wire", "offset", "expected"),
+    [
+        pytest.param([1], 0, 1, id="single-coil-on"),
+        pytest.param([0], 0, 0, id="single-coil-off"),
+        pytest.param([0, 1, 0, 0, 1], 1, 1, id="second-of-five-on"),
+        pytest.param([0, 1, 0, 0, 1], 3, 0, id="fourth-of-five-off"),
+        pytest.param([0, 1, 0, 0, 1], 4, 1, id="last-of-five-on"),
+        pytest.param([0] * 1999 + [1], 1999, 1, id="bit-1999-of-2000"),
+    ],
+)
+def test_bit_decoder_reads_one_coil_at_its_offset(bits_on_the_wire, offset, expected) -> None:
+    decode = make_decoder("bit", offset)
+
+    assert decode(registers_to_bytes(bits_on_the_wire)) == (expected, Code.OK)
+
+
+def test_bit_type_is_one_element_and_encodes_as_0_or_1() -> None:
+    assert DATA_TYPES["bit"].words == 1
+    assert (encode("bit", 1), encode("bit", 0)) == ([1], [0])
+
+
+# --- bit fields of integer registers ------------------------------------------------
+
+# (type, order, wire registers, (low bit, high bit), expected unsigned field)
+BIT_FIELD_VECTORS = [
+    ("uint16", "ABCD", [0x0008], (3, 3), 1),
+    ("uint16", "ABCD", [0xFFF7], (3, 3), 0),
+    ("uint16", "ABCD", [0x00F0], (4, 7), 15),
+    ("uint16", "ABCD", [0xABCD], (4, 7), 0xC),
+    ("uint16", "ABCD", [0xABCD], (12, 15), 0xA),
+    ("uint16", "ABCD", [0xABCD], (0, 15), 0xABCD),
+    # byte order is applied before the bits are counted: 0x0800 on the wire is 0x0008
+    ("uint16", "BADC", [0x0800], (3, 3), 1),
+    ("uint16", "DCBA", [0xCDAB], (4, 7), 0xC),
+    # a signed register gives an unsigned field
+    ("int16", "ABCD", [0xFFFF], (0, 15), 65535),
+    ("int16", "ABCD", [0x8000], (15, 15), 1),
+    ("int16", "ABCD", [0xFFFE], (0, 3), 14),
+    # 32 and 64 bits: bit 0 is the least significant bit of the value, whatever the word order
+    ("uint32", "ABCD", [0x1234, 0x5678], (16, 31), 0x1234),
+    ("uint32", "CDAB", [0x5678, 0x1234], (16, 31), 0x1234),
+    ("uint32", "CDAB", [0x5678, 0x1234], (0, 15), 0x5678),
+    ("int32", "ABCD", [0x8000, 0x0001], (31, 31), 1),
+    ("int32", "BADC", [0x0080, 0x0100], (0, 0), 1),
+    ("uint64", "ABCD", [0xF000, 0x0000, 0x0000, 0x0000], (60, 63), 15),
+    ("uint64", "CDAB", [0x0000, 0x0000, 0x0000, 0xF000], (60, 63), 15),
+    ("int64", "ABCD", [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF], (0, 63), 18446744073709551615),
+    ("int64", "DCBA", [0x0100, 0x0000, 0x0000, 0x0000], (0, 7), 1),
+]
+
+
+@pytest.mark.parametrize(("type_name", "order", "registers", "bits", "expected"), BIT_FIELD_VECTORS)
+def test_bit_field_is_the_unsigned_bits_of_the_decoded_value(type_name, order, registers, bits, expected) -> None:
+    byte_order, word_order = ORDERS[order]
+    decode = make_decoder(type_name, 1, byte_order, word_order, bits=bits)
+
+    assert decode(registers_to_bytes([0xFFFF] + registers + [0xFFFF])) == (expected, Code.OK)
+
+
+def test_bit_field_vectors_cover_every_integer_type() -> None:
+    assert {t for t, *_ in BIT_FIELD_VECTORS} == {n for n, t in DATA_TYPES.items() if t.kind == "int"}
+
+
+def test_bit_field_is_scaled_after_extraction() -> None:
+    decode = make_decoder("uint16", 0, scale=10.0, offset=1.0, bits=(4, 5))
+
+    assert decode(registers_to_bytes([0x0030])) == (31.0, Code.OK)
+
+
+@pytest.mark.parametrize(
+    ("spec", "type_name", "expected"),
+    [
+        ("3", "uint16", (3, 3)),
+        (3, "uint16", (3, 3)),
+        ("4-7", "uint16", (4, 7)),
+        (" 4 - 7 ", "int16", (4, 7)),
+        ("0-15", "int16", (0, 15)),
+        ("31", "uint32", (31, 31)),
+        ("32-63", "int64", (32, 63)),
+    ],
+)
+def test_parse_bits_accepts_a_bit_or_an_inclusive_range(spec, type_name, expected) -> None:
+    assert parse_bits(spec, type_name) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "type_name", "message"),
+    [
+        ("16", "uint16", "uint16 has bits 0-15"),
+        ("30-32", "int32", "int32 has bits 0-31"),
+        ("7-4", "uint16", "the lowest bit comes first"),
+        ("x", "uint16", "must look like"),
+        ("3-", "uint16", "must look like"),
+        ("-3", "uint16", "must look like"),
+        ("1.5", "uint16", "must look like"),
+        ("3", "float32", "bits need an integer type"),
+        ("0", "bit", "bits need an integer type"),
+    ],
+)
+def test_parse_bits_rejects_bad_spec_naming_it(spec, type_name, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_bits(spec, type_name)

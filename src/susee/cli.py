@@ -10,11 +10,11 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from susee import __version__, commands
+from susee import __version__, commands, legacy, profile_commands
 from susee.config import ConfigError
 
 EXIT_CONFIG = 2
-COMMANDS = ("run", "check", "migrate", "read", "last", "simulate")
+COMMANDS = ("run", "check", "migrate", "read", "last", "simulate", "profile", "import-legacy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--units", default="1-3", help="unit ids, e.g. 1-3 or 1,4,7 (default 1-3)")
     simulate.add_argument("--fault", action="append", default=[], metavar="UNIT=FAULT",
                           help="inject a fault: timeout, illegal_address, gateway_no_response, nan, short")
+    profile = sub.add_parser("profile", help="show a device profile, or check a profile file")
+    profile_actions = profile.add_subparsers(dest="profile_action", metavar="ACTION", required=True)
+    profile_actions.add_parser("show", help="print a profile as a table").add_argument("profile", metavar="NAME|FILE")
+    profile_actions.add_parser("check", help="validate a profile file").add_argument("profile", metavar="FILE")
+    legacy_import = sub.add_parser("import-legacy", help="convert the original susee's etl_data.py to site YAML")
+    legacy_import.add_argument("file", metavar="ETL_DATA_PY", help="read as data, never executed")
     return parser
 
 
@@ -55,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "simulate":
             return run_async(commands.simulate(args.host, args.port, args.units, args.fault))
+        if command == "profile":
+            action = profile_commands.show if args.profile_action == "show" else profile_commands.check
+            return action(args.profile)
+        if command == "import-legacy":
+            return legacy.main(args.file)
         if not hasattr(args, "config"):
             print(f"susee {command}: --config is required", file=sys.stderr)
             return EXIT_CONFIG

@@ -3,6 +3,8 @@
 Decoders are built once at start-up (see ``planner``); the polling loop only
 calls them. A block's registers are packed once into big-endian bytes, exactly
 as they travelled on the wire, and every field is unpacked from that buffer.
+A block of bits (function 1 or 2) arrives as 0/1 ints and is packed the same
+way, one word per bit, so a ``bit`` field is simply the word at its offset.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from susee.quality import Code
 
 @dataclass(frozen=True)
 class DataType:
-    """A register data type: how many 16-bit words and which struct code."""
+    """A data type: how many block elements (16-bit words), which struct code, which kind.
+
+    ``kind`` is "int" (bit fields may be extracted), "float" (NaN and infinity
+    become Code 16) or "bit" (one coil or discrete input: function 1 or 2 sends
+    it as 0/1, the poller packs it as one word like a register).
+    """
 
     name: str
     words: int
     struct_code: str
+    kind: str = "int"
 
 
 DATA_TYPES: dict[str, DataType] = {
@@ -33,10 +41,14 @@ DATA_TYPES: dict[str, DataType] = {
         DataType("int32", 2, "i"),
         DataType("uint64", 4, "Q"),
         DataType("int64", 4, "q"),
-        DataType("float32", 2, "f"),
-        DataType("float64", 4, "d"),
+        DataType("float32", 2, "f", "float"),
+        DataType("float64", 4, "d", "float"),
+        DataType("bit", 1, "H", "bit"),
     )
 }
+
+# Function codes that read bits (coils, discrete inputs) rather than registers.
+BIT_FUNCTIONS = frozenset({1, 2})
 
 # Common manual spellings of (byte order, word order) for 32-bit values, where
 # A is the most significant byte. They generalise to 64-bit values.
@@ -74,15 +86,23 @@ def make_decoder(
     word_order: str = "big",
     scale: float = 1.0,
     offset: float = 0.0,
+    bits: tuple[int, int] | None = None,
 ) -> Decoder:
-    """Build a decoder for one field located ``offset_words`` into a block."""
+    """Build a decoder for one field located ``offset_words`` into a block.
+
+    ``bits`` = (lowest, highest), both inclusive, bit 0 being the least
+    significant bit of the value: the unsigned field between them is returned
+    (before scale and offset), whatever the signedness of ``type_name``.
+    """
     data_type = DATA_TYPES[type_name]
-    unpacker = struct.Struct(">" + data_type.struct_code)
+    code = data_type.struct_code.upper() if bits is not None else data_type.struct_code
+    unpacker = struct.Struct(">" + code)
     start = 2 * offset_words
     end = start + 2 * data_type.words
     permutation = byte_permutation(data_type.words, byte_order, word_order)
     identity = permutation == tuple(range(2 * data_type.words))
     unscaled = scale == 1.0 and offset == 0.0
+    shift, mask = (bits[0], (1 << (bits[1] - bits[0] + 1)) - 1) if bits is not None else (0, -1)
 
     def decode(buffer: bytes) -> tuple[float | None, int]:
         if identity:
@@ -90,12 +110,38 @@ def make_decoder(
         else:
             field = buffer[start:end]
             (raw,) = unpacker.unpack(bytes(field[i] for i in permutation))
+        if bits is not None:
+            raw = (raw >> shift) & mask
         value = raw if unscaled else raw * scale + offset
         if isinstance(value, float) and not math.isfinite(value):
             return None, Code.VALUE_NAN
         return value, Code.OK
 
     return decode
+
+
+def parse_bits(spec: str | int, type_name: str) -> tuple[int, int]:
+    """Parse a bit-field spec, "3" or "4-7" (inclusive, bit 0 = least significant).
+
+    Raises ValueError naming the problem when the spec is malformed, the type
+    is not an integer type, or a bit lies beyond the type's width.
+    """
+    data_type = DATA_TYPES[type_name]
+    if data_type.kind != "int":
+        integer_types = ", ".join(t.name for t in DATA_TYPES.values() if t.kind == "int")
+        raise ValueError(f"bits need an integer type ({integer_types}), not {type_name!r}")
+    text = str(spec).strip()
+    low_text, dash, high_text = text.partition("-")
+    if not low_text.strip().isdigit() or (dash and not high_text.strip().isdigit()):
+        raise ValueError(f"bits {spec!r} must look like \"3\" or \"4-7\"")
+    low = int(low_text)
+    high = int(high_text) if dash else low
+    width = 16 * data_type.words
+    if low > high:
+        raise ValueError(f"bits {spec!r}: the lowest bit comes first")
+    if high >= width:
+        raise ValueError(f"bits {spec!r}: {type_name} has bits 0-{width - 1}")
+    return low, high
 
 
 def encode(type_name: str, value: float, byte_order: str = "big", word_order: str = "big") -> list[int]:

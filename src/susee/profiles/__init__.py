@@ -1,9 +1,11 @@
 """Device profiles: register maps of meter models, kept as YAML data.
 
-A profile names a meter model and lists its params (id, register address,
-type, byte/word order, scale, unit, descriptions). Built-in profiles ship as
-``<name>.yaml`` beside this file; a user profile is any YAML file with the
-same schema, referenced by path.
+A profile names a meter model and lists its params (id, register or coil
+address, function code, type, byte/word order, bit field, scale, scale
+register, unit, descriptions). Built-in profiles ship as ``<name>.yaml``
+beside this file (``generic.yaml`` documents every key); a user profile is
+any YAML file with the same schema, referenced by path. Validation errors
+name the file, the param (index and id) and the field.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from susee.codec import DATA_TYPES, ORDER_ALIASES, ORDERS, normalise_order
+from susee.codec import BIT_FUNCTIONS, DATA_TYPES, ORDER_ALIASES, ORDERS, normalise_order, parse_bits
+from susee.validation import describe_errors
 
-# The Modbus protocol caps a register read at 125 words (PDU of 253 bytes).
+# The Modbus protocol caps a register read at 125 words (PDU of 253 bytes)
+# and a coil or discrete input read at 2000 bits.
 MODBUS_MAX_REGISTERS = 125
+MODBUS_MAX_BITS = 2000
+# Highest address on the wire (PDU addresses are 16 bits).
+MAX_WIRE_ADDRESS = 65535
 # Params are stored in varchar(20) columns.
 MAX_PARAM_ID_CHARS = 20
 
@@ -30,24 +37,55 @@ class ProfileError(Exception):
     """A profile could not be found, parsed or validated; the message names it."""
 
 
+class ScaleRegister(BaseModel):
+    """Where a param's power-of-ten exponent lives: value = raw x 10^exponent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: int = Field(ge=0, le=MAX_WIRE_ADDRESS)
+    type: str = "int16"
+    function: Literal[3, 4] | None = None  # None: the param's function
+
+    @field_validator("type")
+    @classmethod
+    def _integer_type(cls, value: str) -> str:
+        if value not in DATA_TYPES or DATA_TYPES[value].kind != "int":
+            names = ", ".join(t.name for t in DATA_TYPES.values() if t.kind == "int")
+            raise ValueError(f"unknown exponent type {value!r}; expected one of {names}")
+        return value
+
+    @property
+    def words(self) -> int:
+        return DATA_TYPES[self.type].words
+
+
 class ParamSpec(BaseModel):
     """One quantity a device exposes: where it lives and how to decode it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1, max_length=MAX_PARAM_ID_CHARS)
-    address: int = Field(ge=0, le=65535)
-    type: str = "float32"
-    function: Literal[3, 4] | None = None  # None: the profile's default
+    address: int = Field(ge=0, le=MAX_WIRE_ADDRESS)
+    type: str = "float32"  # "bit" when function is 1 or 2
+    function: Literal[1, 2, 3, 4] | None = None  # None: the profile's default
     byte_order: Order | None = None
     word_order: Order | None = None
     order: str | None = None  # ABCD-style alias for byte_order + word_order
+    bits: str | int | None = None  # "3" or "4-7": an unsigned bit field of an integer type
+    scale_register: ScaleRegister | None = None
     scale: float = 1.0
     offset: float = 0.0
     unit: str = Field(default="", max_length=10)
     acronym: str = Field(default="", max_length=30)
     descr_ita: str = Field(default="", max_length=255)
     descr_eng: str = Field(default="", max_length=255)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bits_are_read_as_bit_type(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("function") in BIT_FUNCTIONS and "type" not in data:
+            return {**data, "type": "bit"}
+        return data
 
     @field_validator("id", mode="before")
     @classmethod
@@ -68,9 +106,31 @@ class ParamSpec(BaseModel):
             raise ValueError(f"unknown order {value!r}; expected one of {', '.join(ORDER_ALIASES)}")
         return value
 
+    @model_validator(mode="after")
+    def _coherent(self) -> ParamSpec:
+        is_bit = self.type == "bit"
+        if is_bit != (self.function in BIT_FUNCTIONS):
+            if is_bit:
+                raise ValueError("field 'function': type bit is read with function 1 (coils) or 2 (discrete inputs)")
+            raise ValueError(f"field 'type': function {self.function} reads bits; use type bit, not {self.type!r}")
+        if is_bit and (self.bits is not None or self.scale_register is not None):
+            raise ValueError("field 'bits': a bit param is already one bit; bits and scale_register do not apply")
+        if self.bits is not None:
+            try:
+                parse_bits(self.bits, self.type)
+            except ValueError as exc:
+                raise ValueError(f"field 'bits': {exc}") from None
+        return self
+
     @property
     def words(self) -> int:
+        """Block elements the param occupies: 16-bit words, or 1 for a bit."""
         return DATA_TYPES[self.type].words
+
+    @property
+    def bit_field(self) -> tuple[int, int] | None:
+        """(lowest, highest) bit of the field, or None for the whole value."""
+        return None if self.bits is None else parse_bits(self.bits, self.type)
 
 
 class Profile(BaseModel):
@@ -86,7 +146,8 @@ class Profile(BaseModel):
     word_order: Order = "big"
     address_base: Literal[0, 1] = 0
     max_registers: int = Field(default=MODBUS_MAX_REGISTERS, ge=1, le=MODBUS_MAX_REGISTERS)
-    max_gap: int = Field(default=16, ge=0, le=MODBUS_MAX_REGISTERS)
+    max_bits: int = Field(default=MODBUS_MAX_BITS, ge=1, le=MODBUS_MAX_BITS)
+    max_gap: int = Field(default=16, ge=0, le=MODBUS_MAX_BITS)
     default_params: list[str] = Field(default_factory=list)
     params: list[ParamSpec] = Field(min_length=1)
 
@@ -99,20 +160,19 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for index, param in enumerate(self.params):
+            where = f"params[{index}] (id {param.id!r})"
             if param.id in seen:
-                raise ValueError(f"params[{index}]: duplicate param id {param.id!r}")
-            seen.add(param.id)
-            address = param.address - self.address_base
-            if address < 0:
-                raise ValueError(f"params[{index}] (id {param.id!r}): address {param.address} is below address_base")
-            if address + param.words > 65536:
-                raise ValueError(
-                    f"params[{index}] (id {param.id!r}): register {param.address} + {param.words} words exceeds 65535"
-                )
+                raise ValueError(f"{where}: field 'id': duplicate of params[{seen[param.id]}]")
+            seen[param.id] = index
+            problem = self.address_problem(param)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
             if param.words > self.max_registers:
-                raise ValueError(f"params[{index}] (id {param.id!r}): {param.words} words exceed max_registers")
+                raise ValueError(
+                    f"{where}: field 'type': {param.words} words exceed max_registers {self.max_registers}"
+                )
         for param_id in self.default_params:
             if param_id not in seen:
                 raise ValueError(f"default_params: {param_id!r} is not a param of this profile")
@@ -130,13 +190,37 @@ class Profile(BaseModel):
         return param.function or self.function
 
     def orders_of(self, param: ParamSpec) -> tuple[str, str]:
+        if param.type == "bit":  # one 0/1 element per bit: nothing to reorder
+            return "big", "big"
         if param.order is not None:
             return normalise_order(None, None, param.order)
         return param.byte_order or self.byte_order, param.word_order or self.word_order
 
-    def wire_address(self, param: ParamSpec) -> int:
-        """The PDU address sent on the wire, whatever numbering the manual uses."""
-        return param.address - self.address_base
+    def wire_address(self, param: ParamSpec, address_base: int | None = None) -> int:
+        """The PDU address sent on the wire, whatever numbering the manual uses.
+
+        ``address_base`` overrides the profile's numbering (a device setting).
+        """
+        return param.address - (self.address_base if address_base is None else address_base)
+
+    def scale_wire_address(self, param: ParamSpec, address_base: int | None = None) -> int:
+        """The PDU address of the param's scale register (it must have one)."""
+        assert param.scale_register is not None
+        return param.scale_register.address - (self.address_base if address_base is None else address_base)
+
+    def address_problem(self, param: ParamSpec, address_base: int | None = None) -> str | None:
+        """Why ``param`` cannot be read with this numbering, or None if it can."""
+        base = self.address_base if address_base is None else address_base
+        spans = [("address", param.address, param.words)]
+        if param.scale_register is not None:
+            spans.append(("scale_register.address", param.scale_register.address, param.scale_register.words))
+        for field, address, words in spans:
+            if address - base < 0:
+                return f"field {field!r}: register {address} is below address_base {base}"
+            if address - base + words > MAX_WIRE_ADDRESS + 1:
+                return (f"field {field!r}: register {address} + {words} words exceeds {MAX_WIRE_ADDRESS}"
+                        + (f" with address_base {base}" if base else ""))
+        return None
 
 
 def builtin_names() -> list[str]:
@@ -179,26 +263,18 @@ def load_profile(reference: str, base_dir: Path | None = None) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"{source}: {format_validation_error(exc)}") from exc
+        raise ProfileError(f"{source}: " + "; ".join(describe_errors(exc, data, "params"))) from exc
 
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: 'field.path: message'."""
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{location}: {message}")
-    return "; ".join(parts)
 
 
 __all__ = [
+    "MODBUS_MAX_BITS",
     "MODBUS_MAX_REGISTERS",
     "ORDERS",
     "ParamSpec",
     "Profile",
     "ProfileError",
+    "ScaleRegister",
     "builtin_names",
-    "format_validation_error",
     "load_profile",
 ]
