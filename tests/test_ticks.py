@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from support import FakeClock
 from susee.config import DeviceSettings
 from susee.devices import DevicePlan
 from susee.planner import plan_reads
@@ -87,21 +88,6 @@ def test_tick_grid_with_shift_does_not_drift_over_a_day() -> None:
 # --- Poller on a virtual clock --------------------------------------------------------
 
 
-class FakeClock:
-    """Virtual wall clock: sleeping jumps straight to the wake-up time."""
-
-    def __init__(self, start_s: float) -> None:
-        self.t = start_s
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep_until(self, t_s: float) -> None:
-        self.t = max(self.t, t_s)
-        await asyncio.sleep(0)  # still a real suspension point, like the wall clock's
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class FakeLink:

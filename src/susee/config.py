@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -23,6 +23,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from susee.validation import describe_errors
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,16}$")
 DATABASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -65,17 +67,41 @@ class DatabaseSettings(_Section):
         return value
 
 
+class SerialSettings(_Section):
+    """A serial port with a Modbus RTU line (RS485) behind it, and its framing."""
+
+    port: str = Field(min_length=1)  # /dev/ttyUSB0, /dev/serial/by-id/..., COM3
+    baudrate: int = Field(default=9600, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+    @field_validator("parity", mode="before")
+    @classmethod
+    def _parity_letter(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"NONE": "N", "EVEN": "E", "ODD": "O"}.get(value.upper(), value.upper())
+        return value
+
+
 class DeviceSettings(_Section):
     """One meter: where it is and which profile decodes it."""
 
     id: str
     profile: str = "pac3200"
-    host: str
+    host: str | None = None  # Modbus TCP; exactly one of host and serial
     port: int = Field(default=502, ge=1, le=65535)
+    serial: SerialSettings | None = None  # Modbus RTU on a serial line
+    framer: Literal["socket", "rtu"] = "socket"  # rtu: RTU frames over TCP, as serial servers speak
+    # Seconds of silence on the bus after each transaction (RS485 turnaround);
+    # a bus keeps the largest value of its devices.
+    inter_request_delay: float = Field(default=0.0, ge=0, le=10)
     unit: int = Field(default=1, ge=0, le=255)
     timeout: float = Field(default=1.0, gt=0, le=60)
     enabled: bool = True
     params: list[str] | None = None
+    # Register numbering of this device's manual, overriding the profile's (0 or 1).
+    address_base: Literal[0, 1] | None = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -96,6 +122,52 @@ class DeviceSettings(_Section):
             return [str(v) if isinstance(v, int) else v for v in value]
         return value
 
+    @field_validator("serial", mode="before")
+    @classmethod
+    def _serial_shorthand(cls, value: object) -> object:
+        return {"port": value} if isinstance(value, str) else value  # serial: /dev/ttyUSB0 = 9600 8N1
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> DeviceSettings:
+        if self.host is None and self.serial is None:
+            raise ValueError("field 'host': required, or 'serial' for a Modbus RTU line")
+        if self.host is not None and self.serial is not None:
+            raise ValueError("field 'serial': give either host (Modbus TCP) or serial (Modbus RTU), not both")
+        if self.serial is not None:
+            if "port" in self.model_fields_set:
+                raise ValueError("field 'port': is the TCP port of host; a serial device's port goes in serial.port")
+            if "framer" in self.model_fields_set:
+                raise ValueError("field 'framer': only for host/port devices; a serial line always speaks RTU")
+        return self
+
+    @property
+    def bus(self) -> str:
+        """Devices with equal ``bus`` share one connection: a serial port or a host:port."""
+        return f"serial port {self.serial.port}" if self.serial is not None else f"host:port {self.host}:{self.port}"
+
+
+def check_buses(devices: list[DeviceSettings]) -> None:
+    """Raise ValueError naming both devices when devices sharing a bus disagree on its framing."""
+    first: dict[str, int] = {}
+    for index, device in enumerate(devices):
+        if not device.enabled:
+            continue
+        other_index = first.setdefault(device.bus, index)
+        if other_index == index:
+            continue
+        other = devices[other_index]
+        if device.serial is not None and other.serial is not None:
+            pairs = [(f"serial.{name}", getattr(device.serial, name), getattr(other.serial, name))
+                     for name in ("baudrate", "parity", "stopbits", "bytesize")]
+        else:
+            pairs = [("framer", device.framer, other.framer)]
+        for field, mine, theirs in pairs:
+            if mine != theirs:
+                raise ValueError(
+                    f"devices[{index}] (id {device.id!r}): field {field!r}: {mine} differs from {theirs} of "
+                    f"devices[{other_index}] (id {other.id!r}) on the same {device.bus}"
+                )
+
 
 class WriterSettings(_Section):
     """Batching of rows into the database."""
@@ -103,6 +175,18 @@ class WriterSettings(_Section):
     batch_rows: int = Field(default=2000, ge=1)  # flush when this many rows wait
     batch_age: float = Field(default=1.0, gt=0)  # or when the oldest waited this long (s)
     queue_size: int = Field(default=10000, ge=1)  # device-ticks held in memory
+
+
+class SpoolSettings(_Section):
+    """The durable local buffer for rows the database did not take."""
+
+    path: Path | None = None  # default: folder 'spool' beside the config file; relative = to it
+    max_bytes: int = Field(default=1 << 30, gt=0)  # 1 GiB
+    when_full: Literal["stop_polling", "drop_oldest"] = "stop_polling"
+
+    def folder(self, config_path: Path) -> Path:
+        """The spool folder, resolved against the config file's folder."""
+        return config_path.parent / (self.path if self.path is not None else "spool")
 
 
 class SimulatorSettings(_Section):
@@ -157,6 +241,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    shutdown_timeout: float = Field(default=10.0, gt=0)  # s to flush the queue at stop, then spill
     simulator: SimulatorSettings | None = None
     devices: list[DeviceSettings] = Field(default_factory=list)
 
@@ -204,6 +290,7 @@ class Settings(BaseSettings):
             if device.id in seen:
                 raise ValueError(f"devices[{index}] (id {device.id!r}): field 'id': duplicate of devices[{seen[device.id]}]")
             seen[device.id] = index
+        check_buses(self.devices)
         if self.database.url is None:
             if self.host_db is None:
                 raise ValueError("database.url: required (or host_db/port_db from the original susee .env)")
@@ -294,24 +381,5 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
             _secrets_dir=secrets_dir if secrets_dir.is_dir() else None,
         )
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_errors(exc, data)}") from exc
+        raise ConfigError(f"{path}: " + "\n  ".join(describe_errors(exc, data, "devices"))) from exc
 
-
-def describe_errors(exc: ValidationError, data: Mapping[str, Any]) -> str:
-    """Turn pydantic errors into '<where>: field '<name>': <problem>' lines."""
-    lines = []
-    devices = data.get("devices") if isinstance(data.get("devices"), list) else []
-    for error in exc.errors():
-        location = list(error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        where = ""
-        if len(location) >= 2 and location[0] == "devices" and isinstance(location[1], int):
-            index = location[1]
-            device = devices[index] if index < len(devices) and isinstance(devices[index], dict) else {}
-            where = f"devices[{index}] (id {device.get('id', '?')!r}): "
-            location = location[2:]
-        field = ".".join(str(p) for p in location)
-        lines.append(f"{where}field {field!r}: {message}" if field else f"{where}{message}")
-    return "\n  ".join(lines)

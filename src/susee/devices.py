@@ -7,14 +7,14 @@ that the service writes its Code 64 rows each tick instead of staying silent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from susee.config import ConfigError, DeviceSettings, Settings
-from susee.planner import BlockRead, plan_reads
+from susee.planner import BlockRead, Finish, PlanError, finisher, plan_reads
 from susee.profiles import Profile, ProfileError, load_profile
 from susee.sinks import ParamRow
-from susee.transport import Endpoint
+from susee.transport import Endpoint, SerialEndpoint, endpoint_of
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,23 @@ class DevicePlan:
     profile: Profile | None
     blocks: tuple[BlockRead, ...]
     profile_error: str | None = None
+    # End-of-tick step (scale registers), built once from the blocks; None when not needed.
+    finish: Finish | None = field(init=False, default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "finish", finisher(self.blocks))
 
     @property
     def id(self) -> str:
         return self.settings.id
 
     @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(self.settings.host, self.settings.port)
+    def endpoint(self) -> Endpoint | SerialEndpoint:
+        return endpoint_of(self.settings)
 
     @property
     def param_ids(self) -> list[str]:
-        return [pid for block in self.blocks for pid in block.param_ids]
+        return [pid for block in self.blocks for pid in block.visible_ids]
 
 
 def plan_devices(settings: Settings, config_path: Path) -> list[DevicePlan]:
@@ -64,7 +69,11 @@ def plan_devices(settings: Settings, config_path: Path) -> list[DevicePlan]:
             )
         if not wanted:
             raise ConfigError(f"{config_path}: devices[{index}] (id {device.id!r}): field 'params': empty")
-        plans.append(DevicePlan(device, profile, plan_reads(profile, wanted)))
+        try:
+            blocks = plan_reads(profile, wanted, device.address_base)
+        except PlanError as exc:
+            raise ConfigError(f"{config_path}: devices[{index}] (id {device.id!r}): field 'address_base': {exc}") from exc
+        plans.append(DevicePlan(device, profile, blocks))
     return plans
 
 

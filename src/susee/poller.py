@@ -12,13 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from susee.buses import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
 from susee.planner import BlockRead
 from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response
 from susee.sample import Sample
 from susee.ticks import Clock, TickGrid
-from susee.transport import ExceptionResponse, LinkError, TcpLink
+from susee.transport import ExceptionResponse, LinkError, ModbusLink
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,23 @@ class PollStats:
     ticks: int = 0
     missed_ticks: int = 0
     failed_blocks: int = 0
+    skipped_polls: int = 0  # ticks not read while backing off a silent device (rows still written)
     codes: dict[int, int] = field(default_factory=dict)
 
 
 class Poller:
     """Polls one device on the shared tick grid and emits its samples."""
 
-    def __init__(self, plan: DevicePlan, link: TcpLink | None, grid: TickGrid, clock: Clock, emit: Emit) -> None:
+    def __init__(self, plan: DevicePlan, link: ModbusLink | None, grid: TickGrid, clock: Clock, emit: Emit) -> None:
         self.plan = plan
         self.link = link
         self.grid = grid
         self.clock = clock
         self.emit = emit
+        self.paused: Callable[[], bool] = lambda: False  # the supervisor's "spool full: skip this tick"
         self.stats = PollStats()
+        self.backoff = Backoff(plan.id, backoff_cap_ticks(grid.period_s))
+        self._timed_out = False  # a read of the current poll got no answer in time
         self.busy = False  # inside a poll: let it finish rather than cancel it
         self.next_tick_s = float("inf")
         self._stop_after_s: float | None = None
@@ -70,6 +75,9 @@ class Poller:
             if self._stop_after_s is not None and tick_s > self._stop_after_s:
                 return
             await self.clock.sleep_until(tick_s)
+            if self.paused():  # acquisition paused (the writer counts the tick as not acquired)
+                index += 1
+                continue
             self.busy = True
             try:
                 self.emit(await self.poll(tick_s))
@@ -99,6 +107,10 @@ class Poller:
             return [Sample(self.plan.id, DRIVER_NOT_FOUND_PARAM, tick_s, None, delay_ms, Code.DRIVER_NOT_FOUND)]
         samples: list[Sample] = []
         ending_code = 0
+        self._timed_out = False
+        if self.backoff.skip():  # a silent device's tick: every block gets Code 1, unread
+            self.stats.skipped_polls += 1
+            ending_code = int(Code.ERR_CONNECTION)
         for block in self.plan.blocks:
             if ending_code:
                 delay_ms = (self.clock.now() - tick_s) * 1000.0
@@ -108,7 +120,10 @@ class Poller:
             last_code = samples[-1].code
             if last_code & _TICK_ENDING_CODES:
                 ending_code = last_code
-        return samples
+        answered = any(not sample.code & Code.ERR_CONNECTION for sample in samples)
+        self.backoff.record(timed_out=self._timed_out, answered=answered)
+        finish = self.plan.finish  # scale registers: apply exponents, drop their rows
+        return samples if finish is None else finish(samples)
 
     async def _read_block(self, block: BlockRead, tick_s: float) -> list[Sample]:
         settings = self.plan.settings
@@ -116,6 +131,7 @@ class Poller:
             registers = await self.link.read(settings.unit, block.function, block.address, block.count, settings.timeout)
         except Exception as exc:  # every failure becomes a code, in this one place
             code = code_for_failure(exc)
+            self._timed_out |= isinstance(exc, LinkError) and exc.timed_out
             delay_ms = (self.clock.now() - tick_s) * 1000.0
             self._count_failure(code)
             if code == Code.DRIVER_ERROR:

@@ -21,7 +21,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from susee.codec import encode, make_decoder, registers_to_bytes
 from susee.profiles import load_profile
@@ -133,7 +133,13 @@ class _SimulatorContext(ModbusServerContext):
 
 
 class Pac3200Simulator:
-    """PAC3200 meters behind one Modbus TCP port; use ``async with`` or start()/stop()."""
+    """PAC3200 meters behind one Modbus TCP port; use ``async with`` or start()/stop().
+
+    With ``framer=FramerType.RTU`` it speaks RTU frames over TCP, like a serial
+    server; with ``serial_port`` it serves an RS485 line on that port (e.g. one
+    end of a pseudo-terminal pair) instead of TCP. On RTU a unit that is not
+    there, or has the TIMEOUT fault, stays silent, as on a real line.
+    """
 
     def __init__(
         self,
@@ -145,6 +151,11 @@ class Pac3200Simulator:
         faults: Mapping[int, Fault] | None = None,
         record: bool = True,
         framer: FramerType = FramerType.SOCKET,
+        serial_port: str | None = None,
+        baudrate: int = 9600,
+        parity: str = "N",
+        stopbits: int = 1,
+        bytesize: int = 8,
     ) -> None:
         self.host = host
         self.port = port
@@ -157,7 +168,9 @@ class Pac3200Simulator:
         self.served: list[ServedRead] = []
         self._clock = clock
         self._record = record
-        self._framer = framer
+        self._framer = FramerType.RTU if serial_port is not None else framer
+        self.serial_port = serial_port
+        self._serial_framing = {"baudrate": baudrate, "parity": parity, "stopbits": stopbits, "bytesize": bytesize}
         self._models = {unit: UnitModel(unit) for unit in self.units}
         self._faults: dict[int, Fault] = {}
         for unit, fault in (faults or {}).items():
@@ -168,12 +181,15 @@ class Pac3200Simulator:
             for p in profile.params
         )
         self._fields_by_id = {f.param_id: f for f in self._fields}
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
 
     async def start(self) -> None:
         """Listen; ``port`` holds the real port afterwards (useful with port 0)."""
         if self._server is not None:
             raise RuntimeError("simulator already started")
+        if self.serial_port is not None:
+            await self._start_serial()
+            return
         server = ModbusTcpServer(
             _SimulatorContext(self),
             framer=self._framer,
@@ -186,6 +202,18 @@ class Pac3200Simulator:
         self.port = server.transport.sockets[0].getsockname()[1]
         _log.debug("PAC3200 simulator on %s:%d started, units %s", self.host, self.port, self.units)
 
+    async def _start_serial(self) -> None:
+        server = ModbusSerialServer(
+            _SimulatorContext(self),
+            framer=FramerType.RTU,
+            port=self.serial_port,
+            **self._serial_framing,
+            ignore_missing_devices=True,  # silence for TIMEOUT faults and absent units
+        )
+        await server.serve_forever(background=True)
+        self._server = server
+        _log.debug("PAC3200 simulator on serial port %s started, units %s", self.serial_port, self.units)
+
     async def stop(self) -> None:
         """Close the listener and every client connection; safe to call twice."""
         server, self._server = self._server, None
@@ -193,7 +221,7 @@ class Pac3200Simulator:
             return
         listener = server.transport
         await server.shutdown()
-        if listener is not None:
+        if listener is not None and self.serial_port is None:  # a serial port has no listener to wait for
             await asyncio.wait_for(listener.wait_closed(), STOP_TIMEOUT_S)
         _log.debug("PAC3200 simulator on %s:%d stopped", self.host, self.port)
 
@@ -262,6 +290,8 @@ class Pac3200Simulator:
 
     def _unit_refusal(self, unit: int) -> ExcCodes | None:
         if unit not in self._models:
+            if self._framer == FramerType.RTU:  # an RS485 line: nobody there, nobody answers
+                raise NoSuchIdException(f"unit {unit}: not on the line")
             return ExcCodes.GATEWAY_NO_RESPONSE  # like a gateway with nothing at that address
         fault = self._faults.get(unit, Fault.NONE)
         if fault is Fault.TIMEOUT:

@@ -25,3 +25,4 @@ def fetch(mariadb_target):
         return await fetch_rows(mariadb_target, sql, args)
 
     return _fetch
+

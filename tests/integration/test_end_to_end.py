@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from susee.config import Settings
+from integration.sites import site_settings
 from susee.devices import plan_devices
 from susee.quality import Code
 from susee.simulator import Fault, Pac3200Simulator
@@ -25,16 +25,6 @@ FAULTY_UNITS = {
     7: (Fault.SHORT, Code.LENREG_ZERO),
 }
 HEALTHY_UNITS = (1, 2)
-
-
-def _settings(target, job_id: str, port: int, devices: list[dict]) -> Settings:
-    return Settings(
-        job_id=job_id,
-        sample_time=1,
-        database={"url": f"mysql://{target.user}@{target.host}:{target.port}/{target.database}"},
-        writer={"batch_age": 0.2},
-        devices=devices,
-    )
 
 
 def _as_epoch(date: datetime) -> float:
@@ -56,7 +46,7 @@ async def test_rows_match_served_values_and_faults_give_their_code(simulator, ma
         for unit in (*HEALTHY_UNITS, *FAULTY_UNITS)
     ]
     devices.append({"id": "nodriver", "profile": "no-such-meter.yaml", "host": "127.0.0.1", "port": simulator.port})
-    settings = _settings(mariadb_target, job_id, simulator.port, devices)
+    settings = site_settings(mariadb_target, job_id, devices)
     plans = plan_devices(settings, tmp_path / "site.yaml")
     sink = create_sink(settings.database_target(), job_id)
 
@@ -117,7 +107,7 @@ async def test_dead_endpoint_does_not_delay_other_devices(simulator, mariadb_tar
         {"id": "alive", "host": "127.0.0.1", "port": simulator.port, "unit": 1},
         {"id": "dead", "host": "127.0.0.1", "port": dead_port, "unit": 1, "timeout": 0.5},
     ]
-    settings = _settings(mariadb_target, job_id, simulator.port, devices)
+    settings = site_settings(mariadb_target, job_id, devices)
     sink = create_sink(settings.database_target(), job_id)
     await Supervisor(settings, plan_devices(settings, tmp_path / "site.yaml"), sink).run(duration_s=2.6)
 

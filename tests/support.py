@@ -1,0 +1,37 @@
+"""Test doubles and helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from susee.sample import Sample
+from susee.spool import Spool
+
+
+class FakeClock:
+    """Virtual wall clock: sleeping jumps straight to the wake-up time."""
+
+    def __init__(self, start_s: float) -> None:
+        self.t = start_s
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t_s: float) -> None:
+        self.t = max(self.t, t_s)
+        await asyncio.sleep(0)  # still a real suspension point, like the wall clock's
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def spooled_rows(folder: Path) -> list[Sample]:
+    """Everything a spool folder holds, read by a fresh Spool (as the next start would)."""
+    spool = Spool(folder)
+    spool.open()
+    try:
+        batch = spool.read(10**9)
+        return [] if batch is None else batch.samples
+    finally:
+        spool.close()
