@@ -12,7 +12,9 @@ from susee.config import ConfigError, Settings, load_settings
 from susee.devices import DevicePlan, plan_devices
 from susee.poller import Poller
 from susee.quality import Code, describe
-from susee.sinks import SinkError, create_sink
+from susee.sinks import SinkError, create_sink, format_tick
+from susee.spool import folder_problem as spool_folder_problem
+from susee.spool import inspect as inspect_spool
 from susee.supervisor import Supervisor, embedded_simulator
 from susee.ticks import TickGrid, WallClock
 from susee.transport import LinkPool
@@ -37,11 +39,16 @@ def load_site(config: str) -> Site:
     """Load, validate and plan; ConfigError on anything invalid."""
     path = Path(config)
     settings = load_settings(path)
+    settings.spool.path = settings.spool.folder(path)  # relative to the config file, like profiles
     plans = plan_devices(settings, path)
     return Site(path, settings, plans)
 
 
 async def run(site: Site, duration_s: float | None) -> int:
+    # Without a writable spool an outage would lose rows: refuse to start instead.
+    problem = await asyncio.to_thread(spool_folder_problem, site.settings.spool.path)
+    if problem is not None:
+        raise ConfigError(f"{site.path}: field 'spool.path': {site.settings.spool.path} cannot be used: {problem}")
     sink = create_sink(site.settings.database_target(), site.settings.job_id)
     return await Supervisor(site.settings, site.plans, sink).run(duration_s)
 
@@ -97,8 +104,31 @@ async def check(site: Site) -> int:
         for plan in site.plans:
             healthy &= await _check_device(plan, links)
     healthy &= await _check_database(target, settings.job_id)
+    healthy &= await _check_spool(settings.spool.path)
     print("all reachable" if healthy else "NOT all reachable")
     return 0 if healthy else 1
+
+
+async def _check_spool(folder: Path) -> bool:
+    """Print what the spool holds; read-only, safe while the service runs. False if unusable."""
+    problem = await asyncio.to_thread(spool_folder_problem, folder)
+    if problem is not None:
+        print(f"  spool {folder}: NOT WRITABLE: {problem} (set spool.path)")
+        return False
+    try:
+        stats = await asyncio.to_thread(inspect_spool, folder)
+    except OSError as exc:
+        print(f"  spool {folder}: unreadable: {exc}")
+        return False
+    if stats.rows == 0:
+        print(f"  spool {folder}: empty")
+    else:
+        oldest = format_tick(stats.oldest_tick_s) if stats.oldest_tick_s is not None else "?"
+        print(f"  spool {folder}: {stats.size_bytes} bytes, {stats.rows} rows waiting for the database, "
+              f"oldest tick {oldest} UTC")
+    if stats.damage:
+        print(f"    damaged: {stats.damage} (the next start keeps the good records, moves the rest aside)")
+    return True
 
 
 async def _check_device(plan: DevicePlan, links: LinkPool) -> bool:
@@ -156,7 +186,8 @@ async def read(site: Site, device_id: str) -> int:
 
 async def _read_once(plan: DevicePlan, links: LinkPool):
     clock = WallClock()
-    poller = Poller(plan, links.link_for(plan.endpoint), TickGrid(1), clock, lambda samples: None)
+    link = links.link_for(plan.endpoint, plan.settings.inter_request_delay)
+    poller = Poller(plan, link, TickGrid(1), clock, lambda samples: None)
     return await poller.poll(clock.now())
 
 

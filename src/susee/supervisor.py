@@ -2,7 +2,8 @@
 
 Shape: startup -> main loop (wait for a signal or the duration) -> shutdown.
 Shutdown order: stop polling, let the writer flush the queue before
-``shutdown_timeout``, close the Modbus links and the database.
+``shutdown_timeout``, spill what is left to the spool, close the Modbus links
+and the database. A second signal skips the waiting and spills at once.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ import asyncio
 import logging
 import signal
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
 from susee.poller import Poller
 from susee.quality import describe
 from susee.sinks import Sink
+from susee.spool import Spool
 from susee.ticks import Clock, TickGrid, WallClock
 from susee.transport import LinkPool
 from susee.writer import Writer
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_TIMEOUT_S = 10.0
+DEFAULT_SPOOL = Path("spool")  # without a config file (tests, embedding): relative to the working folder
 
 
 class Supervisor:
@@ -35,17 +38,22 @@ class Supervisor:
         plans: list[DevicePlan],
         sink: Sink,
         clock: Clock | None = None,
-        shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
+        shutdown_timeout_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.plans = plans
         self.clock = clock or WallClock()
         self.grid = TickGrid(settings.sample_time, settings.sample_shift)
-        self.writer = Writer(sink, settings.writer, param_rows(plans))
+        spool = settings.spool
+        self.writer = Writer(
+            sink, settings.writer, param_rows(plans),
+            spool=Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full),
+        )
         self.links = LinkPool()
         self.pollers: list[Poller] = []
-        self.shutdown_timeout_s = shutdown_timeout_s
+        self.shutdown_timeout_s = settings.shutdown_timeout if shutdown_timeout_s is None else shutdown_timeout_s
         self.stop_event = asyncio.Event()
+        self.hurry_event = asyncio.Event()  # asked to stop twice: spill to the spool, wait for nothing
         self._tasks: list[asyncio.Task] = []
 
     async def run(self, duration_s: float | None = None) -> int:
@@ -64,7 +72,10 @@ class Supervisor:
 
     def startup(self) -> None:
         for plan in self.plans:
-            link = self.links.link_for(plan.endpoint) if plan.profile is not None else None
+            link = (
+                self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)
+                if plan.profile is not None else None
+            )
             if plan.profile_error:
                 log.error("device %s: driver not found: %s", plan.id, plan.profile_error)
             else:
@@ -72,7 +83,9 @@ class Supervisor:
                     "device %s: %s unit %d at %s, %d params in %d request(s)",
                     plan.id, plan.profile.name, plan.settings.unit, plan.endpoint, len(plan.param_ids), len(plan.blocks),
                 )
-            self.pollers.append(Poller(plan, link, self.grid, self.clock, self.writer.submit))
+            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit)
+            poller.paused = self.writer.refuse_tick  # spool full (stop_polling): ticks are not read
+            self.pollers.append(poller)
         self._writer_task = asyncio.create_task(self.writer.run(), name="writer")
         self._tasks = [asyncio.create_task(p.run(), name=f"poller-{p.plan.id}") for p in self.pollers]
         log.info(
@@ -91,10 +104,16 @@ class Supervisor:
                 waiter.cancel()
 
     def stop(self) -> None:
-        """Ask for a clean stop (signal handlers call this)."""
+        """Ask for a clean stop (signal handlers call this); asked again, stop at once."""
+        if self.stop_event.is_set() and not self.hurry_event.is_set():
+            log.warning("asked again to stop: not waiting for polls or the database, spilling to the spool")
+            self.hurry_event.set()
+            for task in self._tasks:
+                task.cancel()
         self.stop_event.set()
 
     async def shutdown(self) -> None:
+        self.stop_event.set()  # stopped by the duration too: a signal from now on means hurry
         log.info("stopping: %d rows waiting to be written", self.writer.backlog_rows)
         await self._stop_pollers()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -102,18 +121,25 @@ class Supervisor:
             if isinstance(result, Exception):
                 log.error("%s ended with an error", task.get_name(), exc_info=result)
         self.writer.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._writer_task), self.shutdown_timeout_s)
-        except asyncio.TimeoutError:
-            log.error(
-                "database %s did not take the last %d rows within %g s: they are lost",
+        hurry = asyncio.create_task(self.hurry_event.wait())
+        done, _ = await asyncio.wait(
+            [self._writer_task, hurry], timeout=self.shutdown_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        hurry.cancel()
+        if self._writer_task not in done:
+            # Cancelling the writer makes it spill everything still in memory to the spool.
+            log.warning(
+                "database %s has not taken the last %d rows (shutdown_timeout %g s or a second signal): "
+                "spilling them to the spool",
                 self.writer.sink.target, self.writer.backlog_rows, self.shutdown_timeout_s,
             )
             self._writer_task.cancel()
-            await asyncio.gather(self._writer_task, return_exceptions=True)
+        await asyncio.gather(self._writer_task, return_exceptions=True)
         self.links.close()
         await self.writer.sink.close()
         self._log_summary()
+        if not self._writer_task.cancelled() and self._writer_task.exception() is not None:
+            raise self._writer_task.exception()  # a crashed writer is an error, not a clean stop
 
     async def _stop_pollers(self) -> None:
         """Cancel pollers waiting for a later tick; let due and running polls finish.
@@ -125,22 +151,43 @@ class Supervisor:
         for poller, task in zip(self.pollers, self._tasks):
             if poller.stop(now_s):
                 task.cancel()
-        longest_poll_s = max(
-            (p.plan.settings.timeout * max(len(p.plan.blocks), 1) for p in self.pollers), default=0.0
-        )
-        _, pending = await asyncio.wait(self._tasks, timeout=longest_poll_s + 1.0) if self._tasks else ((), ())
+        _, pending = await asyncio.wait(self._tasks, timeout=self._longest_tick_s() + 1.0) if self._tasks else ((), ())
         for task in pending:
             task.cancel()
+
+    def _longest_tick_s(self) -> float:
+        """Worst-case time for one tick of the slowest bus.
+
+        Devices on a bus take turns, so a poll may wait for every other
+        device's requests on it: the bound is the sum over the bus.
+        """
+        per_bus: dict[tuple, float] = {}
+        for poller in self.pollers:
+            plan = poller.plan
+            if plan.profile is None:
+                continue
+            requests = max(len(plan.blocks), 1)
+            worst_s = requests * (plan.settings.timeout + plan.settings.inter_request_delay)
+            key = plan.endpoint.bus_key
+            per_bus[key] = per_bus.get(key, 0.0) + worst_s
+        return max(per_bus.values(), default=0.0)
 
     def _log_summary(self) -> None:
         for poller in self.pollers:
             stats = poller.stats
             codes = ", ".join(f"{describe(code)}={n}" for code, n in sorted(stats.codes.items())) or "none"
             log.info(
-                "device %s: %d ticks, %d missed, failures: %s",
-                poller.plan.id, stats.ticks, stats.missed_ticks, codes,
+                "device %s: %d ticks, %d missed, %d skipped in backoff, failures: %s",
+                poller.plan.id, stats.ticks, stats.missed_ticks, stats.skipped_polls, codes,
             )
-        log.info("rows written %d, dropped %d", self.writer.rows_written, self.writer.rows_dropped)
+        writer = self.writer
+        log.info(
+            "rows written %d, dropped %d, spooled %d, replayed %d; spool %s holds %d rows (%d bytes)",
+            writer.rows_written, writer.rows_dropped, writer.rows_spooled, writer.rows_replayed,
+            writer.spool.folder, writer.spool.pending_rows, writer.spool.size_bytes,
+        )
+        if writer.ticks_not_acquired:
+            log.warning("%d device-ticks were not acquired while the spool was full", writer.ticks_not_acquired)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
