@@ -300,3 +300,14 @@ def test_disabled_device_is_not_planned(site) -> None:
     plans = plan_devices(_load(site, text), path)
 
     assert [p.id for p in plans] == ["d02"]
+
+
+@pytest.mark.parametrize("name", ["site.example.yaml", "demo.yaml"])
+def test_shipped_configs_are_valid(name, monkeypatch, tmp_path):
+    # Loads and plans only: nothing is contacted (the example's addresses are not ours).
+    from susee.commands import load_site
+
+    monkeypatch.chdir(tmp_path)
+    site = load_site(str(Path(__file__).parents[1] / "config" / name))
+
+    assert site.plans and all(plan.profile is not None for plan in site.plans)
