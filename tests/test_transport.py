@@ -13,9 +13,11 @@ import pytest
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from support import FakeClock
+from susee import transport
 from susee.buses import Backoff, BusScheduler, backoff_cap_ticks
 from susee.config import ConfigError, DeviceSettings, load_settings
 from susee.devices import DevicePlan
+from susee.fastlink import FastTcpLink
 from susee.planner import plan_reads
 from susee.poller import Poller
 from susee.profiles import load_profile
@@ -185,7 +187,8 @@ async def test_devices_on_one_bus_share_one_link_and_its_largest_inter_request_d
         assert pool.link_for(Endpoint("10.0.0.5", 502), 0.02) is gateway
         assert pool.link_for(SerialEndpoint("/dev/ttyUSB0", 19200)) is line
         assert pool.link_for(Endpoint("10.0.0.6", 502)) is not gateway
-        assert isinstance(gateway, TcpLink) and isinstance(rtu_gateway, TcpLink) and isinstance(line, SerialLink)
+        # Modbus TCP takes the lean client; RTU frames over TCP and serial lines stay with pymodbus.
+        assert isinstance(gateway, FastTcpLink) and isinstance(rtu_gateway, TcpLink) and isinstance(line, SerialLink)
         assert gateway.bus.inter_request_delay_s == 0.05
         assert line.bus.inter_request_delay_s == 0.0
         assert len(list(pool.links)) == 4
@@ -354,6 +357,84 @@ async def test_request_cancelled_while_waiting_does_not_block_the_bus() -> None:
     await asyncio.wait_for(log.device(1, 3, 1), 1.0)
 
     assert [key for _, key, _, _ in log.turns] == [1, 3]
+
+
+class CallbackTurns:
+    """Turns taken through ``submit()``: each grant is recorded and ends at once or when told."""
+
+    def __init__(self, bus: BusScheduler, hold: bool = False) -> None:
+        self.bus = bus
+        self.hold = hold  # keep the bus after the grant until release()
+        self.granted: list[object] = []
+
+    def submit(self, key: int, payload: object) -> asyncio.Future:
+        waiter = asyncio.get_running_loop().create_future()
+        self.bus.submit(key, waiter, self._grant, payload)
+        return waiter
+
+    def _grant(self, waiter: asyncio.Future, payload: object) -> None:
+        self.granted.append(payload)
+        waiter.set_result(payload)
+        if not self.hold:
+            self.bus.release()
+
+
+async def test_device_alone_on_its_bus_is_granted_in_the_caller_without_a_loop_round_trip() -> None:
+    turns = CallbackTurns(BusScheduler("meter"))
+
+    for n in range(3):
+        turns.submit(1, n)
+        assert turns.granted == list(range(n + 1))  # before anything else ran
+
+
+async def test_turns_ending_inside_their_grant_keep_the_round_robin_and_do_not_recurse() -> None:
+    bus = BusScheduler("gateway")
+    turns = CallbackTurns(bus)
+    holder = CallbackTurns(bus, hold=True)
+    holder.submit(9, "held")  # the bus is busy while the others queue
+    for n in range(3000):  # far deeper than the recursion limit
+        turns.submit(1 + n % 3, (1 + n % 3, n // 3))
+
+    bus.release()  # the holder is done: every queued turn runs and ends inside its grant
+
+    assert turns.granted == [(1 + n % 3, n // 3) for n in range(3000)]
+    turns.submit(2, "next")
+    await asyncio.sleep(bus.gather_s * 2)
+    assert turns.granted[-1] == "next"  # the bus went idle, and a new round starts
+
+
+async def test_submitted_turns_and_coroutine_turns_share_one_fair_order() -> None:
+    bus = BusScheduler("gateway")
+    log = BusLog(bus)
+    turns = CallbackTurns(bus)
+
+    futures = [turns.submit(1, "a1"), turns.submit(1, "a2")]
+    await asyncio.gather(log.device(0, 2, 2), *futures)
+
+    assert turns.granted == ["a1", "a2"]
+    assert [key for _, key, _, _ in log.turns] == [2, 2]
+    assert not bus._busy
+
+
+@pytest.mark.parametrize(
+    ("limits", "buses", "set_to", "warned"),
+    [
+        pytest.param((1024, 4096), 2000, (4096, 4096), False, id="raised-to-the-hard-limit"),
+        pytest.param((1024, 4096), 100, None, False, id="enough-already"),
+        pytest.param((256, 512), 1000, (512, 512), True, id="hard-limit-too-low-is-logged"),
+    ],
+)
+def test_open_files_limit_is_raised_for_one_descriptor_per_bus(monkeypatch, caplog, limits, buses, set_to, warned):
+    import resource
+
+    calls = []
+    monkeypatch.setattr(resource, "getrlimit", lambda which: limits)
+    monkeypatch.setattr(resource, "setrlimit", lambda which, value: calls.append(value))
+
+    transport.raise_open_files_limit(buses)
+
+    assert calls == ([set_to] if set_to else [])
+    assert any("below" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") is warned
 
 
 # --- Backoff of silent devices ----------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,9 @@ BACKOFF_MAX_TICKS = 64
 # before a repaired meter is noticed.
 BACKOFF_MAX_S = 300.0
 
+# Called with (waiter, payload) when a submitted turn begins.
+Grant = Callable[[asyncio.Future, object], None]
+
 
 class BusScheduler:
     """One turn at a time on a bus, round-robin over waiting devices, paced.
@@ -45,6 +48,13 @@ class BusScheduler:
     round that starts on an idle bus starts one device further than the last.
     After each turn the bus stays silent for ``inter_request_delay_s``,
     measured on the loop clock from the end of that turn.
+
+    Two ways to take a turn: ``async with bus.turn(key)`` for a coroutine that
+    does its transaction itself (the pymodbus links), and ``submit()`` for a
+    link that starts the transaction from a callback and ends the turn with
+    ``release()`` when the answer (or the timeout) comes: no task wakes up
+    only to send a request. A device alone on its bus is granted its turn at
+    once, in the caller, without a trip through the event loop.
     """
 
     def __init__(self, name: str, inter_request_delay_s: float = 0.0, gather_s: float = GATHER_S) -> None:
@@ -52,50 +62,55 @@ class BusScheduler:
         self.inter_request_delay_s = inter_request_delay_s
         self.gather_s = gather_s
         self._ring: list[Hashable] = []  # devices in order of first request
-        self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}
+        # Per device: (waiter, grant, payload) in order of submission.
+        self._waiting: dict[Hashable, deque[tuple[asyncio.Future, Grant, object]]] = {}
         self._busy = False  # a turn is running or about to be granted
         self._cursor = 0  # ring index where the search for the next turn starts
         self._rounds = 0
         self._last_end = float("-inf")  # loop time at which the last turn ended
+        self._granting = False  # inside _grant_next: a release() now only asks for the next grant
+        self._released = False  # the turn just granted ended before its grant returned
 
     @asynccontextmanager
     async def turn(self, key: Hashable) -> AsyncIterator[None]:
         """Wait for this device's turn on the bus; hold the bus inside the block."""
-        await self._acquire(key)
+        await self.acquire(key)
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self, key: Hashable) -> None:
-        loop = asyncio.get_running_loop()
+    async def acquire(self, key: Hashable) -> None:
+        """Wait for this device's turn; the caller must ``release()`` it."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.submit(key, waiter, _grant_turn)
+        try:
+            await waiter  # returns at once if granted inside submit()
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted just as we were cancelled: pass the turn on
+            raise
+
+    def submit(self, key: Hashable, waiter: asyncio.Future, grant: Grant, payload: object = None) -> None:
+        """Queue a turn for device ``key``: ``grant(waiter, payload)`` runs when it is its turn.
+
+        ``grant`` runs synchronously, possibly before submit() returns; from
+        then on the bus belongs to that turn until ``release()``, which
+        ``grant`` may also call at once (it failed without using the bus).
+        ``grant`` must not raise. A waiter already done (its reader was
+        cancelled) when its turn comes is skipped.
+        """
         queue = self._waiting.get(key)
         if queue is None:
             queue = self._waiting[key] = deque()
             self._ring.append(key)
-        waiter: asyncio.Future[None] = loop.create_future()
-        queue.append(waiter)
+        queue.append((waiter, grant, payload))
         if not self._busy:
             self._busy = True
-            self._start_round(loop)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # granted just as we were cancelled: pass the turn on
-            raise
+            self._start_round()
 
-    def _start_round(self, loop: asyncio.AbstractEventLoop) -> None:
-        gather_s = 0.0 if len(self._ring) == 1 else self.gather_s
-        start_at = max(loop.time() + gather_s, self._last_end + self.inter_request_delay_s)
-        self._rounds += 1
-        loop.call_at(start_at, self._grant_first)
-
-    def _grant_first(self) -> None:
-        self._cursor = (self._rounds - 1) % len(self._ring)
-        self._grant_next()
-
-    def _release(self) -> None:
+    def release(self) -> None:
+        """End the current turn: the next one follows after the inter-request delay."""
         loop = asyncio.get_running_loop()
         self._last_end = loop.time()
         if self.inter_request_delay_s > 0:
@@ -103,19 +118,56 @@ class BusScheduler:
         else:
             self._grant_next()
 
+    def _start_round(self) -> None:
+        self._rounds += 1
+        loop = asyncio.get_running_loop()
+        ready_at = self._last_end + self.inter_request_delay_s
+        if len(self._ring) == 1:
+            if self.inter_request_delay_s <= 0 or ready_at <= loop.time():
+                self._grant_first()  # alone on the bus: nobody to gather for, nothing to wait out
+                return
+            start_at = ready_at
+        else:
+            start_at = max(loop.time() + self.gather_s, ready_at)
+        loop.call_at(start_at, self._grant_first)
+
+    def _grant_first(self) -> None:
+        self._cursor = (self._rounds - 1) % len(self._ring)
+        self._grant_next()
+
     def _grant_next(self) -> None:
         """Give the bus to the next waiting device in ring order, or mark it idle."""
-        count = len(self._ring)
+        if self._granting:  # release() from inside a grant: the loop below goes on
+            self._released = True
+            return
+        self._granting = True
+        try:
+            while self._grant_one() and self._released:
+                pass
+        finally:
+            self._granting = False
+
+    def _grant_one(self) -> bool:
+        """Grant the next waiting turn; False (and the bus idle) if nobody waits."""
+        ring = self._ring
+        count = len(ring)
         for step in range(count):
             index = (self._cursor + step) % count
-            queue = self._waiting[self._ring[index]]
+            queue = self._waiting[ring[index]]
             while queue:
-                waiter = queue.popleft()
+                waiter, grant, payload = queue.popleft()
                 if not waiter.done():  # skip requests cancelled while waiting
-                    waiter.set_result(None)
-                    self._cursor = (index + 1) % count
-                    return
+                    # Not reduced modulo count: a device joining the ring meanwhile is next.
+                    self._cursor = index + 1
+                    self._released = False
+                    grant(waiter, payload)
+                    return True
         self._busy = False
+        return False
+
+
+def _grant_turn(waiter: asyncio.Future, _payload: object) -> None:
+    waiter.set_result(None)
 
 
 def backoff_cap_ticks(period_s: float) -> int:

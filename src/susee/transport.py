@@ -1,11 +1,11 @@
 """Modbus connections, one per bus, shared by the devices on it.
 
-A bus is what one connection reaches: a Modbus TCP endpoint (host and port,
-spoken with the TCP framer, or with the RTU framer as cheap serial servers
-expect), or a serial port with an RS485 line of meters behind it. Devices on
-one bus share its link; ``BusScheduler`` keeps one transaction at a time on
-it, in a fair order, with the configured silence in between. Only read
-function codes are ever sent.
+A bus is what one connection reaches (see ``modbus``). Devices on one bus
+share its link; ``BusScheduler`` keeps one transaction at a time on it, in a
+fair order, with the configured silence in between. Only read function codes
+are ever sent. Modbus TCP with the socket framer, the common case and the
+hot path of a large site, goes through the lean client of ``fastlink``;
+serial lines and RTU frames over TCP through pymodbus.
 """
 
 from __future__ import annotations
@@ -13,84 +13,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
 from susee.buses import BusScheduler
-from susee.config import DeviceSettings
+from susee.fastlink import MAX_CONNECTS_IN_FLIGHT, FastTcpLink
+from susee.modbus import (  # noqa: F401 (re-exported: the names every link user needs)
+    READ_FUNCTIONS,
+    Endpoint,
+    ExceptionResponse,
+    LinkError,
+    SerialEndpoint,
+    endpoint_of,
+)
 
 log = logging.getLogger(__name__)
 
-READ_FUNCTIONS = frozenset({1, 2, 3, 4})  # coils, discrete inputs, holding, input
 # The pymodbus clients' own timeout until the first request sets the device's.
 INITIAL_TIMEOUT_S = 1.0
-
-
-class LinkError(Exception):
-    """No usable answer: connect failed, timeout, or connection lost.
-
-    ``timed_out`` is True when a request went out and no answer came within
-    the timeout: the bus was held for the whole timeout, which is what
-    backing off a silent device saves.
-    """
-
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.timed_out = timed_out
-
-
-class ExceptionResponse(Exception):
-    """The peer answered with a Modbus exception response."""
-
-    def __init__(self, exception_code: int) -> None:
-        super().__init__(f"Modbus exception 0x{exception_code:02X}")
-        self.exception_code = exception_code
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A Modbus TCP endpoint; ``framer`` "rtu" for RTU frames over TCP."""
-
-    host: str
-    port: int
-    framer: str = "socket"
-
-    @property
-    def bus_key(self) -> tuple:
-        return ("tcp", self.host, self.port)
-
-    def __str__(self) -> str:
-        suffix = " (RTU over TCP)" if self.framer == "rtu" else ""
-        return f"{self.host}:{self.port}{suffix}"
-
-
-@dataclass(frozen=True, slots=True)
-class SerialEndpoint:
-    """A serial port (Modbus RTU) and the line's framing."""
-
-    port: str
-    baudrate: int = 9600
-    parity: str = "N"
-    stopbits: int = 1
-    bytesize: int = 8
-
-    @property
-    def bus_key(self) -> tuple:
-        return ("serial", self.port)
-
-    def __str__(self) -> str:
-        return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
-
-
-def endpoint_of(settings: DeviceSettings) -> Endpoint | SerialEndpoint:
-    """Where ``settings`` says the device is reached."""
-    serial = settings.serial
-    if serial is not None:
-        return SerialEndpoint(serial.port, serial.baudrate, serial.parity, serial.stopbits, serial.bytesize)
-    return Endpoint(settings.host or "", settings.port, settings.framer)
+# Descriptors the process needs besides one per bus: database connections,
+# the spool's files, logging, the interpreter's own.
+SPARE_DESCRIPTORS = 64
 
 
 class ModbusLink:
@@ -163,7 +108,7 @@ class ModbusLink:
 
 
 class TcpLink(ModbusLink):
-    """Modbus TCP, or RTU frames over TCP, to one host and port."""
+    """pymodbus over TCP: RTU frames over TCP (the socket framer's buses use ``FastTcpLink``)."""
 
     def __init__(self, endpoint: Endpoint, inter_request_delay_s: float = 0.0) -> None:
         # retries=0: a timeout is a fact about this tick, not something to hide;
@@ -187,18 +132,29 @@ class SerialLink(ModbusLink):
         super().__init__(endpoint, client, inter_request_delay_s)
 
 
+Link = ModbusLink | FastTcpLink
+
+
 class LinkPool:
-    """Hands out one shared link per bus and closes them all at the end."""
+    """Hands out one shared link per bus and closes them all at the end.
 
-    def __init__(self) -> None:
-        self._links: dict[tuple, ModbusLink] = {}
+    Connection attempts of the pool's lean TCP links are bounded: at most
+    ``max_connects`` are in flight at once, so a site of hundreds of gateways
+    does not open them all in the same millisecond.
+    """
 
-    def link_for(self, endpoint: Endpoint | SerialEndpoint, inter_request_delay_s: float = 0.0) -> ModbusLink:
+    def __init__(self, max_connects: int = MAX_CONNECTS_IN_FLIGHT) -> None:
+        self._links: dict[tuple, Link] = {}
+        self._connect_slots = asyncio.Semaphore(max_connects)
+
+    def link_for(self, endpoint: Endpoint | SerialEndpoint, inter_request_delay_s: float = 0.0) -> Link:
         """The link of ``endpoint``'s bus; its inter-request delay is the largest asked for."""
         link = self._links.get(endpoint.bus_key)
         if link is None:
             if isinstance(endpoint, SerialEndpoint):
                 link = SerialLink(endpoint, inter_request_delay_s)
+            elif endpoint.framer == "socket":
+                link = FastTcpLink(endpoint, inter_request_delay_s, self._connect_slots)
             else:
                 link = TcpLink(endpoint, inter_request_delay_s)
             self._links[endpoint.bus_key] = link
@@ -215,11 +171,56 @@ class LinkPool:
             link.bus.inter_request_delay_s = largest
         return link
 
+    def open_all(self) -> None:
+        """At start-up: make room for one descriptor per bus, start connecting the TCP links.
+
+        The connects run in the background, ``max_connects`` at a time, so
+        that the first tick finds its connections open; a read that comes
+        while its link is still connecting waits for that attempt.
+        """
+        raise_open_files_limit(len(self._links))
+        for link in self._links.values():
+            if isinstance(link, FastTcpLink):
+                link.open_ahead()
+
     @property
-    def links(self) -> Iterable[ModbusLink]:
+    def links(self) -> Iterable[Link]:
         return self._links.values()
+
+    def __len__(self) -> int:
+        return len(self._links)
 
     def close(self) -> None:
         for link in self._links.values():
             link.close()
         self._links.clear()
+
+
+def raise_open_files_limit(buses: int) -> None:
+    """Raise the soft RLIMIT_NOFILE toward the hard limit so every bus gets its descriptor.
+
+    Logs a warning when even the hard limit leaves too few: links beyond it
+    fail with "Too many open files" (Code 1) until the limit is raised.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    needed = buses + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
+    else:
+        log.info("open-files limit raised from %d to %d for %d buses", soft, target, buses)
+        soft = target
+    if soft < needed:
+        log.warning(
+            "open-files limit %d is below the %d descriptors that %d buses need (one each, plus %d): "
+            "raise the hard limit (ulimit -n, systemd LimitNOFILE=)",
+            soft, needed, buses, SPARE_DESCRIPTORS,
+        )
