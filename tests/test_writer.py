@@ -256,6 +256,37 @@ async def test_full_queue_spills_the_device_tick_to_the_spool_and_nothing_is_dro
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
+# --- queue size ---
+
+
+@pytest.mark.parametrize(("queue_size", "devices", "capacity"), [
+    pytest.param(None, 0, 10_000, id="default-without-devices"),
+    pytest.param(None, 3, 10_000, id="default-small-site-keeps-the-old-10000"),
+    pytest.param(None, 5000, 25_000, id="default-5000-meters-5-ticks-each"),
+    pytest.param(None, 20_000, 100_000, id="default-grows-with-the-site"),
+    pytest.param(7, 5000, 7, id="explicit-queue-size-wins"),
+])
+def test_queue_holds_five_ticks_of_every_device_unless_queue_size_is_set(spool_folder, queue_size, devices,
+                                                                         capacity):
+    settings = WriterSettings(queue_size=queue_size)
+    writer = Writer(RecordingSink(), settings, spool=Spool(spool_folder), devices=devices)
+    assert writer.queue.maxsize == capacity
+
+
+async def test_four_ticks_of_5000_meters_waiting_for_the_writer_do_not_spill(spool_folder):
+    writer = Writer(RecordingSink(), WriterSettings(), spool=Spool(spool_folder), devices=5000)
+
+    # No writer task runs: nothing drains the queue, as when the database takes a few seconds.
+    for tick in range(4):
+        for n in range(5000):
+            writer.submit(device_tick(f"m{n:04d}", tick))
+
+    assert writer.queue.qsize() == 4 * 5000
+    assert not writer.queue.full()
+    assert writer.backlog_rows == 4 * 5000 * PARAMS_PER_TICK
+    assert writer.rows_spooled == writer.rows_dropped == 0
+
+
 # --- outage: spool, probe, replay ---
 
 

@@ -48,6 +48,8 @@ def plan_devices(settings: Settings, config_path: Path) -> list[DevicePlan]:
     """Resolve every enabled device; raise ConfigError for bad param ids."""
     plans = []
     profiles: dict[str, Profile | ProfileError] = {}
+    # Devices of one model read the same params: plan once, share the (immutable) blocks.
+    planned: dict[tuple[str, tuple[str, ...], int | None], tuple[BlockRead, ...]] = {}
     for index, device in enumerate(settings.devices):
         if not device.enabled:
             continue
@@ -69,10 +71,15 @@ def plan_devices(settings: Settings, config_path: Path) -> list[DevicePlan]:
             )
         if not wanted:
             raise ConfigError(f"{config_path}: devices[{index}] (id {device.id!r}): field 'params': empty")
-        try:
-            blocks = plan_reads(profile, wanted, device.address_base)
-        except PlanError as exc:
-            raise ConfigError(f"{config_path}: devices[{index}] (id {device.id!r}): field 'address_base': {exc}") from exc
+        key = (device.profile, tuple(wanted), device.address_base)
+        blocks = planned.get(key)
+        if blocks is None:
+            try:
+                blocks = planned[key] = plan_reads(profile, wanted, device.address_base)
+            except PlanError as exc:
+                raise ConfigError(
+                    f"{config_path}: devices[{index}] (id {device.id!r}): field 'address_base': {exc}"
+                ) from exc
         plans.append(DevicePlan(device, profile, blocks))
     return plans
 

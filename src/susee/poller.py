@@ -8,6 +8,7 @@ and logged), it never queues them up.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,9 +26,58 @@ log = logging.getLogger(__name__)
 
 # Failures after which the device is assumed unreachable for the rest of the
 # tick: its remaining blocks get the same code without waiting another timeout.
-_TICK_ENDING_CODES = Code.ERR_CONNECTION
+# Plain ints: an IntFlag operation costs a Python-level call, twice per device-tick.
+_TICK_ENDING_CODES = int(Code.ERR_CONNECTION)
+_NO_ANSWER = int(Code.ERR_CONNECTION)
 
 Emit = Callable[[list[Sample]], None]
+
+SHOWN_IDS = 5  # device ids named in an aggregated log line; the rest are counted
+
+
+class TickLog:
+    """One warning per period for an event that many devices may have at once.
+
+    At a site of thousands of meters, one line per device and tick would
+    write thousands of lines a second exactly when the machine is short of
+    time (overruns). The events of one period are logged together: how many
+    devices, a total and the first few ids. Each poller still counts its own
+    in ``PollStats``.
+    """
+
+    def __init__(self, what: str, period_s: float) -> None:
+        self.what = what  # e.g. "overran their poll, skipping %d tick(s)": %d gets the total
+        self.period_s = period_s
+        self._ids: dict[str, None] = {}  # the devices, in order of their first event
+        self._total = 0
+
+    def add(self, device_id: str, count: int = 1) -> None:
+        if not self._ids:
+            asyncio.get_running_loop().call_later(self.period_s, self.flush)
+        self._ids[device_id] = None
+        self._total += count
+
+    def flush(self) -> None:
+        """Log what was added since the last flush, if anything (also called at shutdown)."""
+        ids, total = self._ids, self._total
+        if not ids:
+            return
+        self._ids, self._total = {}, 0
+        shown = ", ".join(list(ids)[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
+        log.warning("%d device(s) " + self.what + " in the last %g s: %s", len(ids), total, self.period_s, shown)
+
+
+class PollReports:
+    """The aggregated logs the pollers of a site share."""
+
+    def __init__(self, period_s: float) -> None:
+        self.overruns = TickLog("overran their poll, skipping %d tick(s) in all", period_s)
+        # The first unexpected error of each device is logged with its traceback; the rest go here.
+        self.errors = TickLog("had %d unexpected read or decode error(s) (Code 2)", period_s)
+
+    def flush(self) -> None:
+        self.overruns.flush()
+        self.errors.flush()
 
 
 def code_for_failure(exc: BaseException) -> int:
@@ -53,8 +103,11 @@ class PollStats:
 class Poller:
     """Polls one device on the shared tick grid and emits its samples."""
 
-    def __init__(self, plan: DevicePlan, link: ModbusLink | None, grid: TickGrid, clock: Clock, emit: Emit) -> None:
+    def __init__(self, plan: DevicePlan, link: ModbusLink | None, grid: TickGrid, clock: Clock, emit: Emit,
+                 reports: PollReports | None = None) -> None:
         self.plan = plan
+        self.reports = reports or PollReports(grid.period_s)
+        self._told_unexpected = False  # this device's first unexpected error was logged in full
         self.link = link
         self.grid = grid
         self.clock = clock
@@ -88,7 +141,7 @@ class Poller:
             skipped = following - index - 1
             if skipped > 0:
                 self.stats.missed_ticks += skipped
-                log.warning("device %s: poll of tick %s overran, skipped %d tick(s)", self.plan.id, tick_s, skipped)
+                self.reports.overruns.add(self.plan.id, skipped)
             index = max(index + 1, following)
 
     def stop(self, at_s: float) -> bool:
@@ -120,7 +173,7 @@ class Poller:
             last_code = samples[-1].code
             if last_code & _TICK_ENDING_CODES:
                 ending_code = last_code
-        answered = any(not sample.code & Code.ERR_CONNECTION for sample in samples)
+        answered = any(not sample.code & _NO_ANSWER for sample in samples)
         self.backoff.record(timed_out=self._timed_out, answered=answered)
         finish = self.plan.finish  # scale registers: apply exponents, drop their rows
         return samples if finish is None else finish(samples)
@@ -135,7 +188,7 @@ class Poller:
             delay_ms = (self.clock.now() - tick_s) * 1000.0
             self._count_failure(code)
             if code == Code.DRIVER_ERROR:
-                log.exception("device %s: unexpected error reading %d+%d", settings.id, block.address, block.count)
+                self._unexpected("unexpected error reading %d+%d", block.address, block.count)
             else:
                 log.debug("device %s: read %d+%d failed: %s", settings.id, block.address, block.count, exc)
             return self._failed(block, tick_s, delay_ms, code)
@@ -152,13 +205,13 @@ class Poller:
         try:
             buffer = registers_to_bytes(registers[: block.count])
         except Exception:
-            log.exception("device %s: registers at %d are not 16-bit words", device_id, block.address)
+            self._unexpected("registers at %d are not 16-bit words", block.address)
             return self._failed(block, tick_s, delay_ms, Code.DRIVER_ERROR)
         for planned in block.fields:
             try:
                 value, code = planned.decode(buffer)
             except Exception:
-                log.exception("device %s: cannot decode param %s", device_id, planned.param_id)
+                self._unexpected("cannot decode param %s", planned.param_id)
                 value, code = None, Code.DRIVER_ERROR
             if code:
                 self._count_failure(code)
@@ -167,6 +220,14 @@ class Poller:
 
     def _failed(self, block: BlockRead, tick_s: float, delay_ms: float, code: int) -> list[Sample]:
         return [Sample(self.plan.id, pid, tick_s, None, delay_ms, int(code)) for pid in block.param_ids]
+
+    def _unexpected(self, message: str, *args: object) -> None:
+        """Log the error being handled: in full the first time, then in the shared per-period line."""
+        if self._told_unexpected:
+            self.reports.errors.add(self.plan.id)
+            return
+        self._told_unexpected = True
+        log.exception("device %s: " + message + " (further ones are counted, not shown)", self.plan.id, *args)
 
     def _count_failure(self, code: int) -> None:
         self.stats.failed_blocks += 1

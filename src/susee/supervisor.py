@@ -9,6 +9,7 @@ and the database. A second signal skips the waiting and spills at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from contextlib import AsyncExitStack
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
-from susee.poller import Poller
+from susee.poller import Poller, PollReports
 from susee.quality import describe
 from susee.sinks import Sink
 from susee.spool import Spool
@@ -48,7 +49,9 @@ class Supervisor:
         self.writer = Writer(
             sink, settings.writer, param_rows(plans),
             spool=Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full),
+            devices=len(plans),
         )
+        self.reports = PollReports(self.grid.period_s)  # overruns and errors: one line per period, not per device
         self.links = LinkPool()
         self.pollers: list[Poller] = []
         self.shutdown_timeout_s = settings.shutdown_timeout if shutdown_timeout_s is None else shutdown_timeout_s
@@ -64,10 +67,12 @@ class Supervisor:
             self._install_signal_handlers()
             stack.callback(self._remove_signal_handlers)
             self.startup()
+            _freeze_long_lived_objects()
             try:
                 await self.main_loop(duration_s)
             finally:
                 await self.shutdown()
+                gc.unfreeze()  # an embedding process (tests) gets its objects collectable again
         return 0
 
     def startup(self) -> None:
@@ -83,9 +88,10 @@ class Supervisor:
                     "device %s: %s unit %d at %s, %d params in %d request(s)",
                     plan.id, plan.profile.name, plan.settings.unit, plan.endpoint, len(plan.param_ids), len(plan.blocks),
                 )
-            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit)
+            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports)
             poller.paused = self.writer.refuse_tick  # spool full (stop_polling): ticks are not read
             self.pollers.append(poller)
+        self.links.open_all()  # open-files limit for one descriptor per bus; connect ahead of the first tick
         self._writer_task = asyncio.create_task(self.writer.run(), name="writer")
         self._tasks = [asyncio.create_task(p.run(), name=f"poller-{p.plan.id}") for p in self.pollers]
         log.info(
@@ -98,10 +104,23 @@ class Supervisor:
         waiters.append(self._writer_task)  # a crashed writer must stop the service, not hide
         if duration_s is not None:
             waiters.append(asyncio.create_task(asyncio.sleep(duration_s)))
+        freeze = asyncio.create_task(self._freeze_after_first_tick(), name="gc-freeze")
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        freeze.cancel()
         for waiter in waiters:
             if waiter is not self._writer_task:
                 waiter.cancel()
+
+    async def _freeze_after_first_tick(self) -> None:
+        """Freeze once more when every device has polled a tick: its connection exists by then.
+
+        Thousands of connections are long-lived objects too; start-up cannot
+        freeze them, they are made by the first tick. No collection first: that
+        would pause the loop during acquisition.
+        """
+        while not all(poller.stats.ticks for poller in self.pollers):
+            await asyncio.sleep(self.grid.period_s)
+        gc.freeze()
 
     def stop(self) -> None:
         """Ask for a clean stop (signal handlers call this); asked again, stop at once."""
@@ -120,6 +139,7 @@ class Supervisor:
         for task, result in zip(self._tasks, results):
             if isinstance(result, Exception):
                 log.error("%s ended with an error", task.get_name(), exc_info=result)
+        self.reports.flush()
         self.writer.close()
         hurry = asyncio.create_task(self.hurry_event.wait())
         done, _ = await asyncio.wait(
@@ -204,6 +224,22 @@ class Supervisor:
                 loop.add_signal_handler(signum, self.stop)
             except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
                 pass
+
+
+def _freeze_long_lived_objects() -> None:
+    """Move everything start-up built (settings, profiles, plans, pollers) out of the collector's sight.
+
+    A site of thousands of meters holds hundreds of thousands of objects that
+    live as long as the process; every full collection would traverse them
+    all, pausing the loop for 100-200 ms. Frozen, they are never traversed
+    again (they are still freed normally if they ever become garbage without
+    a cycle). What is created later (samples, batches) is collected as usual;
+    the connections are frozen after the first tick (``_freeze_after_first_tick``).
+    The collector's thresholds stay at their defaults: with the long-lived
+    objects frozen, measured pauses at 1,000 meters were at most a few ms.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def embedded_simulator(settings: Settings):

@@ -19,6 +19,19 @@ Rows are at risk only while in memory: on a kill -9, at most ``batch_age``
 seconds of rows (plus the poll in progress), or, while a hung database holds
 a write, up to ``WRITE_TIMEOUT_S`` more. All spool I/O runs in one worker
 thread, never in the event loop.
+
+The queue holds device-ticks, by default five ticks of every device (see
+``WriterSettings.queue_capacity``): a 5,000-meter site does not spill in
+normal running, and memory stays bounded when the database is away.
+
+Writing stays on the event loop, measured rather than assumed: the MariaDB
+sink formats each statement of 1,000 rows just before sending it (about
+1 ms of CPU, ~1 µs a row for Raw and Last together) and awaits the server
+between statements, so the loop is never held longer than that; at 1,000
+meters the loop lag probe showed p99 5 ms, max 13 ms, with the tick's own
+burst of polls as the larger part. A writer thread would not buy CPU (the
+formatting holds the GIL either way) and would add GIL hand-offs of up to
+5 ms to the polling loop.
 """
 
 from __future__ import annotations
@@ -58,12 +71,15 @@ WRITE_TIMEOUT_S = 10.0
 class Writer:
     """Owns the sample queue, the sink and the spool; its tasks drain the queue."""
 
-    def __init__(self, sink: Sink, settings: WriterSettings, params: Sequence[ParamRow] = (), *, spool: Spool) -> None:
+    def __init__(
+        self, sink: Sink, settings: WriterSettings, params: Sequence[ParamRow] = (), *, spool: Spool, devices: int = 0
+    ) -> None:
         self.sink = sink
         self.settings = settings
         self.params = list(params)
         self.spool = spool
-        self.queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=settings.queue_size)
+        # In device-ticks; by default a few ticks of every device (``devices``), see WriterSettings.
+        self.queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=settings.queue_capacity(devices))
         self.rows_written = 0  # committed, live or replayed
         self.rows_spooled = 0
         self.rows_replayed = 0

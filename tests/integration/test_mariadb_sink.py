@@ -89,3 +89,36 @@ async def test_write_after_the_connection_died_raises_then_reconnects(sink, quer
     await sink.ping()
 
     assert query(f"SELECT COUNT(*) FROM see{job_id}Raw") == ((2,),)
+
+
+# Values whose text form is easy to get wrong: the stored DOUBLE must be the very float.
+AWKWARD_VALUES = [
+    0.1, 1e-300, 1.7976931348623157e308, -1.7976931348623157e308, -0.0, 0.0, 123456789.123456789,
+    5e-324, 2.2250738585072014e-308, 2.225073858507201e-308, 4.9406564584124654e-320, 1e16, 1e22, 1e-7,
+    1 / 3, 2.0**53 + 2, 1234567890.123, 395.19, 65535, -32768, 2**53,
+]
+
+
+async def test_awkward_values_read_back_as_the_same_floats(sink, query, job_id):
+    samples = [Sample("d01", f"p{n}", TICK, value, 0.1 * n, 0) for n, value in enumerate(AWKWARD_VALUES)]
+
+    await sink.write(samples)
+
+    stored = dict(query(f"SELECT idParam, Value FROM see{job_id}Raw"))
+    for n, value in enumerate(AWKWARD_VALUES):
+        assert stored[f"p{n}"] == value and isinstance(stored[f"p{n}"], float), (n, value, stored[f"p{n}"])
+    last = dict(query(f"SELECT idParam, Value FROM see{job_id}Last"))
+    assert last == stored
+
+
+async def test_a_hostile_id_in_a_later_statement_stores_nothing_of_the_batch(sink, query, job_id):
+    # 1500 rows: the first statement (1000 rows) is sent before the bad id is met in the second.
+    batch = [Sample("d01", "104", TICK + n, float(n), 1.0, 0) for n in range(1499)]
+    batch.append(Sample("d01'); DROP TABLE x; --", "104", TICK, 1.0, 1.0, 0))
+
+    with pytest.raises(ValueError, match="refusing to write it into SQL"):
+        await sink.write(batch)
+    await sink.write([Sample("d02", "104", TICK, 2.0, 1.0, 0)])
+
+    assert query(f"SELECT idDevice, COUNT(*) FROM see{job_id}Raw GROUP BY idDevice") == (("d02", 1),)
+    assert query(f"SELECT idDevice FROM see{job_id}Last") == (("d02",),)

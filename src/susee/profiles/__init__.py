@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from susee.codec import BIT_FUNCTIONS, DATA_TYPES, ORDER_ALIASES, ORDERS, normalise_order, parse_bits
+from susee.config import ID_PATTERN, YAML_LOADER
 from susee.validation import describe_errors
 
 # The Modbus protocol caps a register read at 125 words (PDU of 253 bytes)
@@ -91,6 +92,14 @@ class ParamSpec(BaseModel):
     @classmethod
     def _id_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        # idParam is written into SQL as a quoted literal (sinks.literals): never a quote or a space.
+        if not ID_PATTERN.fullmatch(value):
+            raise ValueError("param id must be 1-20 characters of letters, digits, _ . : -")
+        return value
 
     @field_validator("type")
     @classmethod
@@ -255,7 +264,7 @@ def load_profile(reference: str, base_dir: Path | None = None) -> Profile:
         except OSError as exc:
             raise ProfileError(f"{source}: cannot read profile: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

@@ -3,6 +3,13 @@
 The connection is made lazily and dropped on any sign that the session is
 gone; the next call reconnects with the target's timeout. Failures surface as
 :class:`SinkError` so the writer keeps (or spools) the batch.
+
+Rows go in as multi-row INSERTs whose values are written by
+``sinks.literals`` (numbers, NULL, our own dates, validated ids), without
+the driver's per-value escaping; each statement of up to
+``ROWS_PER_STATEMENT`` rows is built just before it is sent, so the event
+loop is never held for more than one statement's worth of formatting.
+Everything else (migrations, params, reads) is parameterised.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import pymysql
 
 from susee.config import DATABASE_NAME_PATTERN
 from susee.migrations import MigrationError, assemble, run_migrations, table_names
-from susee.sinks import ParamRow, Row, SinkError, chunks, param_values, recent_queries, sample_rows
+from susee.sinks import ParamRow, SinkError, chunks, param_values, recent_queries
+from susee.sinks.literals import RowLiterals, newest_rows
 
 if TYPE_CHECKING:
     from susee.config import DatabaseTarget
@@ -40,7 +48,6 @@ FIRST_CLIENT_ERROR = 2000  # CR_* codes: lost connection, cannot connect, ...
 
 FAILURES = (pymysql.err.Error, OSError, asyncio.TimeoutError, MigrationError)
 
-ROW = "(%s, %s, %s, %s, %s, %s)"
 PARAM_ROW = "(%s, %s, %s, %s, %s)"
 
 
@@ -50,7 +57,7 @@ class MariaDBSink:
     def __init__(self, target: DatabaseTarget, job_id: str, *, query_timeout_s: float = QUERY_TIMEOUT_S) -> None:
         if target.kind != "mysql":
             raise ValueError(f"MariaDBSink needs a mysql target, got {target.kind!r}")
-        if not DATABASE_NAME_PATTERN.match(target.database):
+        if not DATABASE_NAME_PATTERN.fullmatch(target.database):
             raise ValueError(f"database name {target.database!r} must match {DATABASE_NAME_PATTERN.pattern}")
         raw, last, params, _ = table_names(job_id)
         self.target = target
@@ -59,7 +66,8 @@ class MariaDBSink:
         self._conn: aiomysql.Connection | None = None
         # One statement at a time on the connection (a ping must not interleave a write).
         self._lock = asyncio.Lock()
-        columns = "(idDevice, `Date`, idParam, Value, Delay, Code)"
+        self._rows = RowLiterals()
+        columns = RowLiterals.COLUMNS
         self._raw_head = f"INSERT INTO `{raw}` {columns} VALUES "
         # A replayed row hits uq_sample and changes nothing.
         self._raw_tail = " ON DUPLICATE KEY UPDATE idNum = idNum"
@@ -94,8 +102,7 @@ class MariaDBSink:
         """Store ``samples`` in one transaction or raise SinkError (after rollback)."""
         if not samples:
             return
-        raw, last = sample_rows(samples)
-        await self._run("write", lambda conn: self._write_rows(conn, raw, last), self.query_timeout_s)
+        await self._run("write", lambda conn: self._write_rows(conn, samples), self.query_timeout_s)
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
         """Insert or update descriptions by idParam."""
@@ -130,12 +137,14 @@ class MariaDBSink:
             finally:
                 conn.close()
 
-    async def _write_rows(self, conn: aiomysql.Connection, raw: list[Row], last: list[Row]) -> None:
+    async def _write_rows(self, conn: aiomysql.Connection, samples: Sequence[Sample]) -> None:
+        newest: dict[str, tuple[float, str]] = {}
+        # No args: the statement is sent as it is (no %-interpolation, no escaping).
         async with conn.cursor() as cursor:
-            for chunk in chunks(raw):
-                await cursor.execute(_multi_row(self._raw_head, ROW, len(chunk), self._raw_tail), _flat(chunk))
-            for chunk in chunks(last):
-                await cursor.execute(_multi_row(self._last_head, ROW, len(chunk), self._last_tail), _flat(chunk))
+            for chunk in chunks(samples):
+                await cursor.execute(self._raw_head + ",".join(self._rows.raw(chunk, newest)) + self._raw_tail)
+            for chunk in chunks(newest_rows(newest)):
+                await cursor.execute(self._last_head + ",".join(chunk) + self._last_tail)
         await conn.commit()
 
     async def _upsert_params(self, conn: aiomysql.Connection, values: list[tuple]) -> None:
@@ -179,14 +188,17 @@ class MariaDBSink:
             conn = await self._connection()
             try:
                 return await asyncio.wait_for(operation(conn), timeout_s)
-            except asyncio.CancelledError:
-                self._drop()  # cancelled mid-statement: the protocol state is unknown
-                raise
             except FAILURES as exc:
                 await self._abandon(conn, exc)
                 message = self._scrub(f"{self.target}: {action} failed: {_describe(exc)}")
                 logger.warning("%s", message)
                 raise SinkError(message) from exc
+            except BaseException:
+                # Cancelled mid-statement (the protocol state is unknown), or a row that
+                # cannot be written after earlier statements of the batch went in: a new
+                # session starts clean, and the server rolls the old one back.
+                self._drop()
+                raise
 
     async def _connection(self) -> aiomysql.Connection:
         if self._conn is not None and not self._conn.closed:
