@@ -97,8 +97,7 @@ async def check(site: Site) -> int:
     print(f"database: {target}")
     healthy = True
     async with AsyncExitStack() as stack:
-        if settings.simulator is not None and settings.simulator.enabled:
-            await stack.enter_async_context(embedded_simulator(settings))
+        await stack.enter_async_context(embedded_simulator(settings))
         links = LinkPool()
         stack.callback(links.close)
         for plan in site.plans:
@@ -171,8 +170,7 @@ async def read(site: Site, device_id: str) -> int:
         print(f"{device_id}: driver not found: {plan.profile_error}")
         return 1
     async with AsyncExitStack() as stack:
-        if site.settings.simulator is not None and site.settings.simulator.enabled:
-            await stack.enter_async_context(embedded_simulator(site.settings))
+        await stack.enter_async_context(embedded_simulator(site.settings))
         links = LinkPool()
         stack.callback(links.close)
         samples = await _read_once(plan, links)

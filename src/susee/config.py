@@ -32,7 +32,6 @@ DATABASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 # literals (sinks.literals), so never a quote, backslash, space or control
 # character. Checked with fullmatch: '$' alone would let a trailing newline in.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,20}$")
-DEVICE_ID_PATTERN = ID_PATTERN
 MYSQL_SCHEMES = ("mysql", "mariadb", "mysql+aiomysql")
 # The writer's default queue: QUEUE_TICKS ticks of every device, so that a
 # database pause of a few periods, or a live batch waiting behind a replay
@@ -124,7 +123,7 @@ class DeviceSettings(_Section):
     @field_validator("id")
     @classmethod
     def _id_shape(cls, value: str) -> str:
-        if not DEVICE_ID_PATTERN.fullmatch(value):
+        if not ID_PATTERN.fullmatch(value):
             raise ValueError("device id must be 1-20 characters of letters, digits, _ . : -")
         return value
 

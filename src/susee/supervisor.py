@@ -12,7 +12,7 @@ import asyncio
 import gc
 import logging
 import signal
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 
 from susee.config import Settings
@@ -62,8 +62,7 @@ class Supervisor:
     async def run(self, duration_s: float | None = None) -> int:
         """Acquire until stopped (signal, ``stop()`` or duration); return exit code."""
         async with AsyncExitStack() as stack:
-            if self.settings.simulator is not None and self.settings.simulator.enabled:
-                await stack.enter_async_context(embedded_simulator(self.settings))
+            await stack.enter_async_context(embedded_simulator(self.settings))
             self._install_signal_handlers()
             stack.callback(self._remove_signal_handlers)
             self.startup()
@@ -243,9 +242,14 @@ def _freeze_long_lived_objects() -> None:
 
 
 def embedded_simulator(settings: Settings):
-    """The in-process PAC3200 simulator of the demo (an async context manager)."""
+    """The in-process PAC3200 simulator of the demo, or a no-op when none is configured.
+
+    Either way an async context manager, so callers just enter it.
+    """
+    sim = settings.simulator
+    if sim is None or not sim.enabled:
+        return nullcontext()
     from susee.simulator import Pac3200Simulator, parse_units  # only sites that use it pay the import
 
-    sim = settings.simulator
     log.info("embedded PAC3200 simulator on %s:%d, units %s", sim.host, sim.port, sim.units)
     return Pac3200Simulator(sim.host, sim.port, parse_units(sim.units), record=False)
