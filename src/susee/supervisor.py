@@ -15,9 +15,10 @@ import signal
 from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 
+from susee.burst import BurstWatch
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
-from susee.poller import Poller, PollReports
+from susee.poller import SHOWN_IDS, Poller, PollReports
 from susee.quality import describe
 from susee.sinks import Sink
 from susee.spool import Spool
@@ -46,10 +47,11 @@ class Supervisor:
         self.clock = clock or WallClock()
         self.grid = TickGrid(settings.sample_time, settings.sample_shift)
         spool = settings.spool
+        self.burst = BurstWatch()  # the pollers report to it; the writer waits for their burst to pass
         self.writer = Writer(
             sink, settings.writer, param_rows(plans),
             spool=Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full),
-            devices=len(plans),
+            devices=len(plans), burst=self.burst,
         )
         self.reports = PollReports(self.grid.period_s)  # overruns and errors: one line per period, not per device
         self.links = LinkPool()
