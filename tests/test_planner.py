@@ -447,12 +447,13 @@ class _Link:
         self.failing = failing or {}
         self.reads: list[tuple[int, int, int]] = []
 
-    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> list[int]:
+    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> bytes | list[int]:
         self.reads.append((function, address, count))
         failure = self.failing.get((function, address))
         if failure is not None:
             raise failure
-        return [self.memory[function].get(a, 0) for a in range(address, address + count)]
+        words = [self.memory[function].get(a, 0) for a in range(address, address + count)]
+        return registers_to_bytes(words) if function >= 3 else words  # registers come as their wire bytes
 
 
 def _poll(profile: Profile, ids: list[str], link: _Link) -> list[Sample]:

@@ -27,16 +27,16 @@ class SlowLink:
         self.clock = clock
         self.read_s = read_s
 
-    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> list[int]:
+    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> bytes | list[int]:
         await asyncio.sleep(0)
         self.clock.advance(self.read_s)
-        return [0] * count
+        return bytes(2 * count) if function >= 3 else [0] * count  # registers come as their wire bytes
 
 
 class BrokenLink(SlowLink):
     """A link with a bug: every read raises something that is not a Modbus failure."""
 
-    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> list[int]:
+    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> bytes | list[int]:
         raise RuntimeError("a bug in the driver")
 
 

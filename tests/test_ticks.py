@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from support import FakeClock
+from susee.codec import registers_to_bytes
 from susee.config import DeviceSettings
 from susee.devices import DevicePlan
 from susee.planner import plan_reads
@@ -113,7 +114,7 @@ class FakeLink:
         self.reads: list[tuple[float, float, int, int]] = []  # start, end, address, count
         self._busy = False
 
-    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> list[int]:
+    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> bytes | list[int]:
         assert not self._busy, "reads overlap"
         self._busy = True
         start = self.clock.now()
@@ -126,7 +127,7 @@ class FakeLink:
         if address in self.failures:
             raise self.failures[address]
         words = [self.memory.get(a, 0) for a in range(address, address + count)]
-        return words[: self.short.get(address, count)]
+        return registers_to_bytes(words[: self.short.get(address, count)])  # registers come as their wire bytes
 
 
 class Enough(Exception):

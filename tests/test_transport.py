@@ -253,7 +253,7 @@ async def test_failed_connect_fails_the_requests_queued_meanwhile_at_once_and_is
     assert all(isinstance(r, LinkError) and not r.timed_out for r in results)
     assert client.connects == 1  # one connect attempt per tick, not one per device
     client.connect_ok = True
-    assert await link.read(2, 3, 7, 2, 0.3) == [2, 2]
+    assert await link.read(2, 3, 7, 2, 0.3) == bytes([0, 2, 0, 2])  # registers: their wire bytes
     assert client.connects == 2
 
 
@@ -501,7 +501,7 @@ class SilentLink:
             self.clock.t += timeout_s
             raise LinkError(f"no answer within {timeout_s:g} s", timed_out=True)
         self.clock.t += 0.05
-        return [0] * count
+        return bytes(2 * count) if function >= 3 else [0] * count  # registers come as their wire bytes
 
 
 async def test_backed_off_device_still_writes_code_1_rows_every_tick_and_recovers_on_answer() -> None:

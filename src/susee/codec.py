@@ -1,10 +1,16 @@
 """Registers -> values: one table entry per data type, one per byte/word order.
 
 Decoders are built once at start-up (see ``planner``); the polling loop only
-calls them. A block's registers are packed once into big-endian bytes, exactly
-as they travelled on the wire, and every field is unpacked from that buffer.
-A block of bits (function 1 or 2) arrives as 0/1 ints and is packed the same
-way, one word per bit, so a ``bit`` field is simply the word at its offset.
+calls them. A block's registers are big-endian bytes, exactly as they
+travelled on the wire, and every field is unpacked from that buffer. A block
+of bits (function 1 or 2) arrives as 0/1 ints and is packed into words, one
+word per bit, so a ``bit`` field is simply the word at its offset.
+
+Two kinds of decoder: ``make_decoder`` decodes one field; ``make_block_decoder``
+decodes every field of a block in one go, with one precompiled ``struct`` for
+the fields stored in wire order (the PAC3200's floats: one call for the whole
+block instead of one per field). They give the same values; the block decoder
+is the polling path, the field decoder its reference and its fallback.
 """
 
 from __future__ import annotations
@@ -63,6 +69,32 @@ ORDERS = ("big", "little")
 
 # A decoder takes the block's bytes and returns (value, code).
 Decoder = Callable[[bytes], "tuple[float | None, int]"]
+# A block decoder takes the block's bytes and returns every field's value in
+# field order, None for a value that is not finite (Code 16).
+BlockDecoder = Callable[[bytes], "list[float | int | None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldFormat:
+    """How one field is encoded: its type, byte and word order, scale and offset, bit field."""
+
+    type_name: str
+    byte_order: str = "big"
+    word_order: str = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    bits: tuple[int, int] | None = None
+
+    def decoder(self, offset_words: int) -> Decoder:
+        """The field decoder of this format at ``offset_words`` into a block."""
+        return make_decoder(self.type_name, offset_words, self.byte_order, self.word_order,
+                            self.scale, self.offset, self.bits)
+
+    @property
+    def in_wire_order(self) -> bool:
+        """True if the value's bytes are big-endian on the wire and whole (no bit field)."""
+        words = DATA_TYPES[self.type_name].words
+        return self.bits is None and byte_permutation(words, self.byte_order, self.word_order) == tuple(range(2 * words))
 
 
 def registers_to_bytes(registers: list[int]) -> bytes:
@@ -116,6 +148,57 @@ def make_decoder(
         if isinstance(value, float) and not math.isfinite(value):
             return None, Code.VALUE_NAN
         return value, Code.OK
+
+    return decode
+
+
+def make_block_decoder(fields: list[tuple[FieldFormat, int]]) -> BlockDecoder:
+    """One decoder for the ``(format, offset_words)`` fields of a block; same values as ``make_decoder``.
+
+    Fields in wire order that follow one another without overlapping are
+    unpacked by one ``struct`` (pad bytes skip the gaps); any other field (a
+    bit field, a swapped order, an overlap) by its own field decoder.
+    Floats that are NaN or infinite, before or after scaling, become None.
+    """
+    codes = [">"]
+    unpacked: list[int] = []  # indices of the fields the struct unpacks, in its order
+    by_field: list[tuple[int, Decoder]] = []  # the others
+    end = 0  # bytes the struct covers so far
+    for index, (fmt, offset_words) in enumerate(fields):
+        start = 2 * offset_words
+        if fmt.in_wire_order and start >= end:
+            codes.append(f"{start - end}x{DATA_TYPES[fmt.type_name].struct_code}")
+            end = start + 2 * DATA_TYPES[fmt.type_name].words
+            unpacked.append(index)
+        else:
+            by_field.append((index, fmt.decoder(offset_words)))
+    unpack = struct.Struct("".join(codes)).unpack_from
+    floats = tuple(i for i in unpacked if DATA_TYPES[fields[i][0].type_name].kind == "float")
+    scaled = tuple((i, fields[i][0].scale, fields[i][0].offset) for i in unpacked
+                   if fields[i][0].scale != 1.0 or fields[i][0].offset != 0.0)
+    count = len(fields)
+    in_order = unpacked == list(range(count))
+
+    def decode(buffer: bytes) -> list[float | int | None]:
+        if in_order:
+            values: list = list(unpack(buffer))
+        else:
+            values = [None] * count
+            for index, value in zip(unpacked, unpack(buffer)):
+                values[index] = value
+        for index in floats:
+            value = values[index]
+            if value - value:  # NaN or infinite (inf - inf is NaN, and NaN is true)
+                values[index] = None
+        for index, scale, offset in scaled:
+            value = values[index]
+            if value is not None:
+                value = value * scale + offset
+                values[index] = value if value - value == 0 else None  # scaled out of range
+        for index, decoder in by_field:
+            value, code = decoder(buffer)
+            values[index] = None if code else value
+        return values
 
     return decode
 

@@ -12,8 +12,10 @@ re-armed only when it fires before the request in flight is due.
 What a read gives is what the pymodbus link gives, so the poller cannot tell
 them apart:
 
-- registers (fc 3/4), or bits as 0/1 ints (fc 1/2, at most ``count``); fewer
-  than asked when the device sent fewer (the poller makes that Code 32);
+- registers (fc 3/4) as their wire bytes (big-endian words, never passed
+  through a list of ints: the decoders read these bytes), or bits as 0/1
+  ints (fc 1/2, at most ``count``); fewer than asked when the device sent
+  fewer (the poller makes that Code 32);
 - ``ExceptionResponse(code)`` for an exception response;
 - ``LinkError(timed_out=True)`` when the request went out and no answer came
   in time. An answer arriving later carries the old transaction id and is
@@ -67,8 +69,6 @@ FRAME_MIN = MBAP.size  # header and function code: enough to know a frame's leng
 LENGTH_MIN, LENGTH_MAX = 2, 254  # MBAP length: unit + PDU of 1..253 bytes
 HEAD_BYTES = 6  # the MBAP bytes before the ones counted by its length field
 DATA_AT = 9  # offset of the first data byte in a read response (after the byte count)
-# Big-endian 16-bit words: one precompiled struct per register count a byte count allows.
-WORDS = tuple(struct.Struct(f">{n}H") for n in range(128))
 
 
 class _Connection(asyncio.Protocol):
@@ -114,12 +114,13 @@ class FastTcpLink:
         # queued fails at once instead of waiting for another connect timeout.
         self._connect_failures = 0
         self._opening: asyncio.Task | None = None  # the connect attempt in flight
+        self._connected_before = False  # a connect now is a reconnect: logged at INFO
         self._tasks: set[asyncio.Task] = set()  # reads waiting for a connect
         self._closed = False
         self._grant = self._start  # bound once: the bus calls it for every request
 
-    def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> asyncio.Future[list[int]]:
-        """Read ``count`` registers (or bits); await the result, a list of ints.
+    def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> asyncio.Future[bytes | list[int]]:
+        """Read ``count`` registers (or bits); await the result: registers' bytes, or bits as ints.
 
         Raises (from the await) LinkError or ExceptionResponse. The list may
         be shorter than ``count`` if the device sent less; the caller judges
@@ -196,7 +197,7 @@ class FastTcpLink:
             self._drop_connection()
         self._finish(LinkError(f"no answer within {timeout_s:g} s", timed_out=True))
 
-    def _finish(self, outcome: list[int] | Exception) -> None:
+    def _finish(self, outcome: bytes | list[int] | Exception) -> None:
         """End the turn of the request in flight with ``outcome``."""
         waiter = self._pending
         self._pending = None
@@ -236,7 +237,7 @@ class FastTcpLink:
             pos = end
         self._buffer = buffer[pos:] if pos < size else b""
 
-    def _decode(self, buffer: bytes, pos: int, end: int, function: int, request: tuple) -> list[int] | Exception:
+    def _decode(self, buffer: bytes, pos: int, end: int, function: int, request: tuple) -> bytes | list[int] | Exception:
         """The answer to ``request`` in ``buffer[pos:end]``: values or the exception to raise."""
         self._timeouts_in_row = 0
         asked = request[1]
@@ -244,8 +245,8 @@ class FastTcpLink:
             if function == asked:
                 byte_count = buffer[pos + DATA_AT - 1]
                 if byte_count <= end - pos - DATA_AT:
-                    if asked >= 3:
-                        return list(WORDS[byte_count >> 1].unpack_from(buffer, pos + DATA_AT))
+                    if asked >= 3:  # the registers' own bytes, whole words only
+                        return buffer[pos + DATA_AT : pos + DATA_AT + (byte_count & ~1)]
                     # As pymodbus: every data byte of the frame, least significant bit first.
                     bits = [(byte >> i) & 1 for byte in buffer[pos + DATA_AT : end] for i in range(8)]
                     return bits[: request[3]]

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
-from susee.codec import BIT_FUNCTIONS, Decoder, make_decoder
+from susee.codec import BIT_FUNCTIONS, BlockDecoder, Decoder, FieldFormat, make_block_decoder
 from susee.profiles import ParamSpec, Profile
 from susee.quality import Code
 from susee.sample import Sample
@@ -63,17 +63,17 @@ class BlockRead:
     """One Modbus read request and the fields it carries.
 
     For function 1 and 2, ``address`` and ``count`` are in bits.
+    ``decode_values`` decodes every field at once (see ``codec.make_block_decoder``);
+    ``param_ids`` lists every field's id, hidden ones included: a failed read
+    yields a row for each.
     """
 
     function: int
     address: int
     count: int
     fields: tuple[PlannedField, ...]
-
-    @property
-    def param_ids(self) -> tuple[str, ...]:
-        """Every field's id, hidden ones included: a failed read yields a row for each."""
-        return tuple(f.param_id for f in self.fields)
+    decode_values: BlockDecoder = field(compare=False, repr=False)
+    param_ids: tuple[str, ...] = field(compare=False, repr=False)
 
     @property
     def visible_ids(self) -> tuple[str, ...]:
@@ -89,7 +89,7 @@ class _Span:
     address: int
     words: int
     field_id: str
-    decoder_at: Callable[[int], Decoder]
+    format: FieldFormat
     hidden: bool = False
     rescale: Rescale | None = None
 
@@ -157,9 +157,9 @@ def finisher(blocks: Iterable[BlockRead]) -> Finish | None:
 
 def _rescaled(sample: Sample, exponent: Sample | None, rescale: Rescale) -> Sample:
     if exponent is None:  # cannot happen with a plan from plan_reads
-        return replace(sample, value=None, code=sample.code | Code.DRIVER_ERROR)
+        return sample._replace(value=None, code=sample.code | Code.DRIVER_ERROR)
     if exponent.code or exponent.value is None:
-        return replace(sample, value=None, code=sample.code | exponent.code)
+        return sample._replace(value=None, code=sample.code | exponent.code)
     if sample.value is None:
         return sample
     try:
@@ -167,21 +167,17 @@ def _rescaled(sample: Sample, exponent: Sample | None, rescale: Rescale) -> Samp
     except OverflowError:
         value = math.inf
     if not math.isfinite(value):
-        return replace(sample, value=None, code=sample.code | Code.VALUE_NAN)
-    return replace(sample, value=value)
+        return sample._replace(value=None, code=sample.code | Code.VALUE_NAN)
+    return sample._replace(value=value)
 
 
 def _param_span(profile: Profile, param: ParamSpec, address_base: int | None, rescale: Rescale | None) -> _Span:
     byte_order, word_order = profile.orders_of(param)
     # With a scale register, scale and offset apply after the exponent (in the finisher).
     scale, offset = (1.0, 0.0) if rescale is not None else (param.scale, param.offset)
-    bits = param.bit_field
-
-    def decoder_at(offset_words: int) -> Decoder:
-        return make_decoder(param.type, offset_words, byte_order, word_order, scale, offset, bits)
-
+    fmt = FieldFormat(param.type, byte_order, word_order, scale, offset, param.bit_field)
     return _Span(profile.function_of(param), profile.wire_address(param, address_base), param.words,
-                 param.id, decoder_at, rescale=rescale)
+                 param.id, fmt, rescale=rescale)
 
 
 def _exponent_span(profile: Profile, param: ParamSpec, address_base: int | None) -> _Span:
@@ -191,11 +187,8 @@ def _exponent_span(profile: Profile, param: ParamSpec, address_base: int | None)
     address = profile.scale_wire_address(param, address_base)
     byte_order, word_order = profile.orders_of(param)
     field_id = f"{_HIDDEN_PREFIX}fc{function} {address} {register.type} {byte_order}/{word_order}"
-
-    def decoder_at(offset_words: int) -> Decoder:
-        return make_decoder(register.type, offset_words, byte_order, word_order)
-
-    return _Span(function, address, register.words, field_id, decoder_at, hidden=True)
+    return _Span(function, address, register.words, field_id, FieldFormat(register.type, byte_order, word_order),
+                 hidden=True)
 
 
 def _fits(group: list[_Span], span: _Span, profile: Profile) -> bool:
@@ -213,7 +206,8 @@ def _block(group: list[_Span]) -> BlockRead:
     start = group[0].address
     end = max(s.address + s.words for s in group)
     fields = tuple(
-        PlannedField(s.field_id, s.address - start, s.decoder_at(s.address - start), s.hidden, s.rescale)
+        PlannedField(s.field_id, s.address - start, s.format.decoder(s.address - start), s.hidden, s.rescale)
         for s in group
     )
-    return BlockRead(group[0].function, start, end - start, fields)
+    decode_values = make_block_decoder([(s.format, s.address - start) for s in group])
+    return BlockRead(group[0].function, start, end - start, fields, decode_values, tuple(s.field_id for s in group))

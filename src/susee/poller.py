@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # Plain ints: an IntFlag operation costs a Python-level call, twice per device-tick.
 _TICK_ENDING_CODES = int(Code.ERR_CONNECTION)
 _NO_ANSWER = int(Code.ERR_CONNECTION)
+_VALUE_NAN = int(Code.VALUE_NAN)
 
 Emit = Callable[[list[Sample]], None]
 
@@ -185,7 +186,7 @@ class Poller:
     async def _read_block(self, block: BlockRead, tick_s: float) -> list[Sample]:
         settings = self.plan.settings
         try:
-            registers = await self.link.read(settings.unit, block.function, block.address, block.count, settings.timeout)
+            data = await self.link.read(settings.unit, block.function, block.address, block.count, settings.timeout)
         except Exception as exc:  # every failure becomes a code, in this one place
             code = code_for_failure(exc)
             self._timed_out |= isinstance(exc, LinkError) and exc.timed_out
@@ -197,20 +198,39 @@ class Poller:
                 log.debug("device %s: read %d+%d failed: %s", settings.id, block.address, block.count, exc)
             return self._failed(block, tick_s, delay_ms, code)
         delay_ms = (self.clock.now() - tick_s) * 1000.0
-        if len(registers) < block.count:
+        # Registers come as their wire bytes, bits as 0/1 ints (see the links).
+        received = len(data) >> 1 if block.function >= 3 else len(data)
+        if received < block.count:
             self._count_failure(Code.LENREG_ZERO)
-            log.debug("device %s: %d of %d registers at %d", settings.id, len(registers), block.count, block.address)
+            log.debug("device %s: %d of %d registers at %d", settings.id, received, block.count, block.address)
             return self._failed(block, tick_s, delay_ms, Code.LENREG_ZERO)
-        return self._decoded(block, registers, tick_s, delay_ms)
+        return self._decoded(block, data, tick_s, delay_ms)
 
-    def _decoded(self, block: BlockRead, registers: list[int], tick_s: float, delay_ms: float) -> list[Sample]:
+    def _decoded(self, block: BlockRead, data: bytes | list[int], tick_s: float, delay_ms: float) -> list[Sample]:
+        device_id = self.plan.id
+        if block.function >= 3:
+            buffer = data if len(data) == 2 * block.count else data[: 2 * block.count]
+        else:
+            try:
+                buffer = registers_to_bytes(data[: block.count])  # one word per bit, as the decoders expect
+            except Exception:
+                self._unexpected("bits at %d are not 0/1", block.address)
+                return self._failed(block, tick_s, delay_ms, Code.DRIVER_ERROR)
+        try:
+            values = block.decode_values(buffer)
+        except Exception:  # field by field, so that only the culprit gets Code 2
+            return self._decoded_by_field(block, buffer, tick_s, delay_ms)
+        samples = [Sample(device_id, param_id, tick_s, value, delay_ms, 0) for param_id, value in zip(block.param_ids, values)]
+        if None in values:  # not finite: Code 16
+            for index, value in enumerate(values):
+                if value is None:
+                    samples[index] = samples[index]._replace(code=_VALUE_NAN)
+                    self._count_failure(_VALUE_NAN)
+        return samples
+
+    def _decoded_by_field(self, block: BlockRead, buffer: bytes, tick_s: float, delay_ms: float) -> list[Sample]:
         device_id = self.plan.id
         samples = []
-        try:
-            buffer = registers_to_bytes(registers[: block.count])
-        except Exception:
-            self._unexpected("registers at %d are not 16-bit words", block.address)
-            return self._failed(block, tick_s, delay_ms, Code.DRIVER_ERROR)
         for planned in block.fields:
             try:
                 value, code = planned.decode(buffer)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One value of one param of one device at one nominal tick.
 
     ``tick_s`` is the nominal tick (seconds since the epoch, UTC), never the
     read time; ``delay_ms`` is how late the response carrying it arrived.
     ``value`` is None whenever ``code`` says the value is not usable.
+
+    A NamedTuple, not a frozen dataclass: a 1,000-meter site makes 8,000 of
+    them a second, and a frozen dataclass costs three times as much to build.
     """
 
     device_id: str

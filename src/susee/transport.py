@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable
+from functools import partial
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
 from susee.buses import BusScheduler
+from susee.codec import registers_to_bytes
 from susee.fastlink import MAX_CONNECTS_IN_FLIGHT, FastTcpLink
 from susee.modbus import (  # noqa: F401 (re-exported: the names every link user needs)
     READ_FUNCTIONS,
@@ -48,12 +51,15 @@ class ModbusLink:
         # Loop time of the last failed connect: requests already queued then
         # fail at once instead of each waiting another connect timeout.
         self._connect_failed_at = float("-inf")
+        self._connected_before = False  # a connect now is a reconnect: logged at INFO
 
-    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> list[int]:
-        """Read ``count`` registers (or bits) and return them as ints.
+    async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> bytes | list[int]:
+        """Read ``count`` registers (or bits): registers as their wire bytes (big-endian words), bits as 0/1 ints.
 
-        Raises LinkError or ExceptionResponse. The returned list may be shorter
-        than ``count`` if the device sent less; the caller judges that.
+        Raises LinkError or ExceptionResponse. The result may hold fewer than
+        ``count`` if the device sent less; the caller judges that. Registers
+        come back as bytes because that is what the decoders read (the lean
+        TCP client hands over the frame's own bytes).
         """
         if function not in READ_FUNCTIONS:
             raise ValueError(f"function {function} is not a read")
@@ -76,7 +82,7 @@ class ModbusLink:
             raise ExceptionResponse(response.exception_code)
         if function in (1, 2):
             return [int(bit) for bit in response.bits[:count]]
-        return list(response.registers)
+        return registers_to_bytes(response.registers)
 
     async def _ensure_connected(self, timeout_s: float, queued_at: float) -> None:
         if self._client.connected:

@@ -38,6 +38,11 @@ def _word(function: int, address: int) -> int:
     return (address * (7 if function == 3 else 13) + function) & 0xFFFF
 
 
+def _wire(*words: int) -> bytes:
+    """Registers as a read returns them: their big-endian bytes."""
+    return struct.pack(f">{len(words)}H", *words)
+
+
 def _bit(function: int, address: int) -> int:
     return int(address % (3 if function == 1 else 2) == 0)
 
@@ -180,8 +185,8 @@ async def test_values_and_exceptions_are_what_pymodbus_reads_from_the_same_serve
     found = [await _outcome(link, *request) for request in PARITY_READS]
 
     assert found == expected
-    assert found[0] == [_word(3, 7 + i) for i in range(64)]
-    assert found[10] == [_word(3, SHORT_BASE + 5 + i) for i in range(5)]  # short: fewer registers, no error
+    assert found[0] == _wire(*(_word(3, 7 + i) for i in range(64)))
+    assert found[10] == _wire(*(_word(3, SHORT_BASE + 5 + i) for i in range(5)))  # short: fewer registers, no error
     assert found[-3:] == [("exception", 2), ("exception", 11), ("exception", 2)]
 
 
@@ -193,7 +198,7 @@ async def test_simulator_values_are_the_registers_it_served() -> None:
                 registers = await link.read(unit, 3, address, count, 1.0)
                 served = sim.served[-1]
                 assert (served.unit, served.address, served.count) == (unit, address, count)
-                assert registers == list(served.registers)
+                assert registers == _wire(*served.registers)
         finally:
             link.close()
 
@@ -223,7 +228,7 @@ async def test_simulator_short_response_gives_fewer_registers() -> None:
         finally:
             link.close()
 
-    assert len(registers) == 32
+    assert len(registers) == 2 * 32  # 32 registers, as their bytes
 
 
 @pytest.mark.parametrize(("timeout_s", "after_s"), [(0.2, None), (0.2, 1.0), (0.5, 0.1)],
@@ -255,8 +260,8 @@ async def test_late_answer_after_a_timeout_is_not_given_to_the_next_request(raw,
 
     assert caught.value.timed_out
     # Sent while the late answer is on its way, answered after it: it must get its own answer.
-    assert await link.read(1, 3, 20, 4, 1.0) == [_word(3, 20 + i) for i in range(4)]
-    assert await link.read(1, 3, 30, 2, 1.0) == [_word(3, 30), _word(3, 31)]
+    assert await link.read(1, 3, 20, 4, 1.0) == _wire(*(_word(3, 20 + i) for i in range(4)))
+    assert await link.read(1, 3, 30, 2, 1.0) == _wire(_word(3, 30), _word(3, 31))
     assert raw.connections == 1
 
 
@@ -266,12 +271,12 @@ async def test_answer_for_another_unit_or_transaction_is_dropped(raw, link, addr
         await link.read(1, 3, address, 2, 0.2)
 
     assert caught.value.timed_out  # dropped, so the request ran into its timeout, as with pymodbus
-    assert await link.read(1, 3, 20, 2, 1.0) == [_word(3, 20), _word(3, 21)]
+    assert await link.read(1, 3, 20, 2, 1.0) == _wire(_word(3, 20), _word(3, 21))
 
 
 async def test_frame_that_is_not_modbus_tcp_drops_the_connection(raw, link) -> None:
     assert await _outcome(link, 1, 3, NOT_MODBUS, 2) == ("link error", False)
-    assert await link.read(1, 3, 20, 2, 1.0) == [_word(3, 20), _word(3, 21)]
+    assert await link.read(1, 3, 20, 2, 1.0) == _wire(_word(3, 20), _word(3, 21))
     assert raw.connections == 2
 
 
@@ -284,7 +289,7 @@ async def test_connection_closed_mid_request_fails_at_once_and_the_next_read_rec
 
     assert not caught.value.timed_out
     assert loop.time() - started < 1.0  # not the 5 s timeout
-    assert await link.read(1, 3, 20, 2, 1.0) == [_word(3, 20), _word(3, 21)]
+    assert await link.read(1, 3, 20, 2, 1.0) == _wire(_word(3, 20), _word(3, 21))
     assert raw.connections == 2
 
 
@@ -302,7 +307,7 @@ async def test_connection_is_renewed_after_five_timeouts_in_a_row(raw, link) -> 
     for _ in range(RECONNECT_AFTER_TIMEOUTS):
         assert await _outcome(link, 1, 3, SILENT, 2, timeout_s=0.05) == ("link error", True)
 
-    assert await link.read(1, 3, 20, 2, 1.0) == [_word(3, 20), _word(3, 21)]
+    assert await link.read(1, 3, 20, 2, 1.0) == _wire(_word(3, 20), _word(3, 21))
     assert raw.connections == 2
 
 
@@ -312,7 +317,7 @@ async def test_many_concurrent_reads_on_one_link_go_out_one_at_a_time(link, raw)
 
     results = await asyncio.gather(*(link.read(*request, 1.0) for request in reads))
 
-    assert results == [[_word(3, address + i) for i in range(4)] for _, _, address, _ in reads]
+    assert results == [_wire(*(_word(3, address + i) for i in range(4))) for _, _, address, _ in reads]
     assert raw.most_outstanding == 1
     assert len(raw.requests) == len(reads)
     # Round robin: every unit's first request before any unit's second.
@@ -328,7 +333,7 @@ async def test_reader_cancelled_while_waiting_or_in_flight_does_not_block_the_bu
     in_flight.cancel()
     waiting.cancel()
 
-    assert await link.read(3, 3, 30, 2, 1.0) == [_word(3, 30), _word(3, 31)]
+    assert await link.read(3, 3, 30, 2, 1.0) == _wire(_word(3, 30), _word(3, 31))
     assert [address for _, _, address, _ in raw.requests] == [1, 10, 30]  # the cancelled waiter never went out
     assert raw.most_outstanding == 1  # the next request waited for the cancelled one's answer
 
@@ -371,7 +376,7 @@ async def test_connects_are_bounded_and_opened_ahead_of_the_first_read(monkeypat
         pool.close()
 
     assert counter.most == 3
-    assert results == [[_word(3, 7), _word(3, 8)]] * len(gateways)
+    assert results == [_wire(_word(3, 7), _word(3, 8))] * len(gateways)
     assert [g.connections for g in gateways] == [1] * len(gateways)  # the reads used the connections opened ahead
 
 
@@ -384,4 +389,4 @@ async def test_first_reads_of_many_links_connect_a_bounded_number_at_a_time(monk
         pool.close()
 
     assert counter.most == 4
-    assert results == [[_word(3, 7), _word(3, 8)]] * len(gateways)
+    assert results == [_wire(_word(3, 7), _word(3, 8))] * len(gateways)
