@@ -20,6 +20,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,20 @@ def backoff_cap_ticks(period_s: float) -> int:
     return max(1, min(BACKOFF_MAX_TICKS, int(BACKOFF_MAX_S // period_s)))
 
 
+class DeviceEvents(Protocol):
+    """Collects one kind of event of many devices (the poller's ``TickLog``)."""
+
+    def add(self, device_id: str, count: int = 1) -> None: ...
+
+
+class BackoffReports(Protocol):
+    """Where the backoffs of a site report, so that a gateway dying with 1,000
+    meters behind it makes one line, not 1,000 (the poller's ``PollReports``)."""
+
+    silent: DeviceEvents  # devices that stopped answering; count: ticks to skip
+    answering: DeviceEvents  # devices that answer again; count: ticks skipped
+
+
 class Backoff:
     """Which ticks to skip for a device whose requests time out.
 
@@ -185,11 +200,17 @@ class Backoff:
     backoff: the device is there. A poll that failed otherwise (connection
     refused, serial port missing) neither extends nor ends it: such failures
     do not hold the bus for a timeout.
+
+    Going silent and answering again are warnings of their own, per device;
+    with ``reports`` they are handed over to be logged with those of other
+    devices, and the per-device lines go to DEBUG. Each further probe that
+    gets no answer is DEBUG either way: the warning already said so.
     """
 
-    def __init__(self, device_id: str, cap_ticks: int) -> None:
+    def __init__(self, device_id: str, cap_ticks: int, reports: BackoffReports | None = None) -> None:
         self.device_id = device_id
         self.cap_ticks = cap_ticks
+        self.reports = reports
         self.timeouts = 0  # consecutive polls that ended in a timeout
         self.skip_left = 0  # ticks still to skip before the next probe
         self.skipped = 0  # ticks skipped in the current backoff
@@ -212,15 +233,29 @@ class Backoff:
             self.timeouts += 1
             self.skip_left = min(2 ** (self.timeouts - 1), self.cap_ticks)
             if self.timeouts == 1:
-                log.warning("device %s: no answer, backing off: skipping the next %d tick(s)", self.device_id, self.skip_left)
+                self._went_silent()
             else:
-                log.info(
+                log.debug(
                     "device %s: still no answer after %d timed-out polls, skipping the next %d tick(s)",
                     self.device_id, self.timeouts, self.skip_left,
                 )
         elif answered and self.timeouts:
-            log.warning(
-                "device %s: answers again, backoff ended after %d timed-out polls and %d skipped tick(s)",
-                self.device_id, self.timeouts, self.skipped,
-            )
+            self._answers_again()
             self.timeouts = self.skipped = 0
+
+    def _went_silent(self) -> None:
+        level = logging.WARNING
+        if self.reports is not None:
+            self.reports.silent.add(self.device_id, self.skip_left)
+            level = logging.DEBUG
+        log.log(level, "device %s: no answer, backing off: skipping the next %d tick(s)", self.device_id, self.skip_left)
+
+    def _answers_again(self) -> None:
+        level = logging.WARNING
+        if self.reports is not None:
+            self.reports.answering.add(self.device_id, self.skipped)
+            level = logging.DEBUG
+        log.log(
+            level, "device %s: answers again, backoff ended after %d timed-out polls and %d skipped tick(s)",
+            self.device_id, self.timeouts, self.skipped,
+        )

@@ -133,10 +133,11 @@ class FastTcpLink:
         self.bus.submit(unit, waiter, self._grant, request)
         return waiter
 
-    def open_ahead(self, timeout_s: float = CONNECT_AHEAD_TIMEOUT_S) -> None:
-        """Start connecting in the background, unless connected or connecting."""
+    def open_ahead(self, timeout_s: float = CONNECT_AHEAD_TIMEOUT_S) -> asyncio.Task | None:
+        """Start connecting in the background, unless connected or connecting; return the attempt started."""
         if self._conn is None and self._opening is None and not self._closed:
-            self._open(timeout_s)
+            return self._open(timeout_s)
+        return None
 
     def close(self) -> None:
         """Close the connection; requests still queued or in flight fail with LinkError."""
@@ -326,8 +327,22 @@ class FastTcpLink:
             conn.transport.abort()
             raise LinkError(f"{self.endpoint}: link closed")
         self._conn, self._buffer, self._timeouts_in_row = conn, b"", 0
-        log.info("connected to %s", self.endpoint)
+        self._log_connected()
         return conn
+
+    def _log_connected(self) -> None:
+        """A first connect at the first attempt is DEBUG: at start-up the pool sums them up in one line.
+
+        A reconnect, or a connect after failed attempts, is rare and tells
+        that a bus came back: INFO.
+        """
+        if self._connected_before:
+            log.info("reconnected to %s", self.endpoint)
+        elif self._connect_failures:
+            log.info("connected to %s after %d failed attempt(s)", self.endpoint, self._connect_failures)
+        else:
+            log.debug("connected to %s", self.endpoint)
+        self._connected_before = True
 
     async def _create_connection(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()

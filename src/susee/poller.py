@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from susee.burst import BurstWatch
@@ -65,8 +65,14 @@ class TickLog:
         if not ids:
             return
         self._ids, self._total = {}, 0
-        shown = ", ".join(list(ids)[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
-        log.warning("%d device(s) " + self.what + " in the last %g s: %s", len(ids), total, self.period_s, shown)
+        log.warning("%d device(s) " + self.what + " in the last %g s: %s", len(ids), total, self.period_s, shown_ids(ids))
+
+
+def shown_ids(ids: Iterable[str]) -> str:
+    """The first ``SHOWN_IDS`` ids and how many more: "d1, d2, d3, d4, d5 and 45 more"."""
+    ids = list(ids)
+    more = len(ids) - SHOWN_IDS
+    return ", ".join(ids[:SHOWN_IDS]) + (f" and {more} more" if more > 0 else "")
 
 
 class PollReports:
@@ -76,10 +82,15 @@ class PollReports:
         self.overruns = TickLog("overran their poll, skipping %d tick(s) in all", period_s)
         # The first unexpected error of each device is logged with its traceback; the rest go here.
         self.errors = TickLog("had %d unexpected read or decode error(s) (Code 2)", period_s)
+        # Backoffs (``BackoffReports``): a gateway that dies takes all its meters with it at once.
+        self.silent = TickLog("stopped answering, backing off: skipping %d tick(s) in all", period_s)
+        self.answering = TickLog("answer again, backoff ended after %d skipped tick(s) in all", period_s)
 
     def flush(self) -> None:
         self.overruns.flush()
         self.errors.flush()
+        self.silent.flush()
+        self.answering.flush()
 
 
 def code_for_failure(exc: BaseException) -> int:
@@ -117,7 +128,7 @@ class Poller:
         self.emit = emit
         self.paused: Callable[[], bool] = lambda: False  # the supervisor's "spool full: skip this tick"
         self.stats = PollStats()
-        self.backoff = Backoff(plan.id, backoff_cap_ticks(grid.period_s))
+        self.backoff = Backoff(plan.id, backoff_cap_ticks(grid.period_s), self.reports)
         self._timed_out = False  # a read of the current poll got no answer in time
         self.busy = False  # inside a poll: let it finish rather than cancel it
         self.next_tick_s = float("inf")

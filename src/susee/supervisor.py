@@ -18,7 +18,7 @@ from pathlib import Path
 from susee.burst import BurstWatch
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
-from susee.poller import SHOWN_IDS, Poller, PollReports
+from susee.poller import SHOWN_IDS, Poller, PollReports, shown_ids
 from susee.quality import describe
 from susee.sinks import Sink
 from susee.spool import Spool
@@ -82,16 +82,10 @@ class Supervisor:
                 self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)
                 if plan.profile is not None else None
             )
-            if plan.profile_error:
-                log.error("device %s: driver not found: %s", plan.id, plan.profile_error)
-            else:
-                log.info(
-                    "device %s: %s unit %d at %s, %d params in %d request(s)",
-                    plan.id, plan.profile.name, plan.settings.unit, plan.endpoint, len(plan.param_ids), len(plan.blocks),
-                )
-            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports)
+            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports, self.burst)
             poller.paused = self.writer.refuse_tick  # spool full (stop_polling): ticks are not read
             self.pollers.append(poller)
+        self._log_devices()
         self.links.open_all()  # open-files limit for one descriptor per bus; connect ahead of the first tick
         self._writer_task = asyncio.create_task(self.writer.run(), name="writer")
         self._tasks = [asyncio.create_task(p.run(), name=f"poller-{p.plan.id}") for p in self.pollers]
@@ -99,6 +93,28 @@ class Supervisor:
             "sampling %d device(s) every %g s (shift %g s) into %s",
             len(self.pollers), self.settings.sample_time, self.settings.sample_shift, self.writer.sink.target,
         )
+
+    def _log_devices(self) -> None:
+        """What start-up found, in a few lines however many devices: each one only at DEBUG."""
+        missing = [plan for plan in self.plans if plan.profile_error]
+        for plan in self.plans:
+            if plan.profile is not None:
+                log.debug(
+                    "device %s: %s unit %d at %s, %d params in %d request(s)",
+                    plan.id, plan.profile.name, plan.settings.unit, plan.endpoint, len(plan.param_ids), len(plan.blocks),
+                )
+            elif len(missing) > SHOWN_IDS:
+                log.debug("device %s: driver not found: %s", plan.id, plan.profile_error)
+        log.info("%d device(s) on %d bus(es): %s", len(self.plans), len(self.links), profile_summary(self.plans))
+        if len(missing) <= SHOWN_IDS:  # a few: each is something to fix, name it with its reason
+            for plan in missing:
+                log.error("device %s: driver not found: %s", plan.id, plan.profile_error)
+            return
+        by_reason: dict[str, list[str]] = {}
+        for plan in missing:
+            by_reason.setdefault(plan.profile_error, []).append(plan.id)
+        for reason, ids in by_reason.items():
+            log.error("%d device(s): driver not found: %s: %s", len(ids), reason, shown_ids(ids))
 
     async def main_loop(self, duration_s: float | None) -> None:
         waiters = [asyncio.create_task(self.stop_event.wait())]
@@ -194,13 +210,26 @@ class Supervisor:
         return max(per_bus.values(), default=0.0)
 
     def _log_summary(self) -> None:
+        """At stop: totals over all devices; each device with failures or missed ticks named, in few lines."""
+        troubled = [p for p in self.pollers if p.stats.codes or p.stats.missed_ticks]
+        named_each = len(troubled) <= SHOWN_IDS
+        codes: dict[int, int] = {}
         for poller in self.pollers:
             stats = poller.stats
-            codes = ", ".join(f"{describe(code)}={n}" for code, n in sorted(stats.codes.items())) or "none"
-            log.info(
-                "device %s: %d ticks, %d missed, %d skipped in backoff, failures: %s",
-                poller.plan.id, stats.ticks, stats.missed_ticks, stats.skipped_polls, codes,
+            for code, count in stats.codes.items():
+                codes[code] = codes.get(code, 0) + count
+            level = logging.INFO if named_each and poller in troubled else logging.DEBUG
+            log.log(
+                level, "device %s: %d ticks, %d missed, %d skipped in backoff, failures: %s",
+                poller.plan.id, stats.ticks, stats.missed_ticks, stats.skipped_polls, _describe_codes(stats.codes),
             )
+        log.info(
+            "%d device(s): %d ticks, %d missed, %d skipped in backoff, failures: %s%s",
+            len(self.pollers), sum(p.stats.ticks for p in self.pollers), sum(p.stats.missed_ticks for p in self.pollers),
+            sum(p.stats.skipped_polls for p in self.pollers), _describe_codes(codes),
+            f" (devices with failures or missed ticks: {shown_ids(p.plan.id for p in troubled)})"
+            if troubled and not named_each else "",
+        )
         writer = self.writer
         log.info(
             "rows written %d, dropped %d, spooled %d, replayed %d; spool %s holds %d rows (%d bytes)",
@@ -225,6 +254,29 @@ class Supervisor:
                 loop.add_signal_handler(signum, self.stop)
             except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
                 pass
+
+
+def _describe_codes(codes: dict[int, int]) -> str:
+    return ", ".join(f"{describe(code)}={n}" for code, n in sorted(codes.items())) or "none"
+
+
+def profile_summary(plans: list[DevicePlan]) -> str:
+    """Devices per profile, most first: "4990 pac3200 (2 request(s) each), 10 sdm630 (1-3 request(s) each)"."""
+    requests: dict[str, list[int]] = {}
+    without_driver = 0
+    for plan in plans:
+        if plan.profile is None:
+            without_driver += 1
+        else:
+            requests.setdefault(plan.profile.name, []).append(len(plan.blocks))
+    parts = []
+    for name, counts in sorted(requests.items(), key=lambda item: (-len(item[1]), item[0])):
+        low, high = min(counts), max(counts)
+        each = f"{low}" if low == high else f"{low}-{high}"
+        parts.append(f"{len(counts)} {name} ({each} request(s) each)")
+    if without_driver:
+        parts.append(f"{without_driver} without a driver")
+    return ", ".join(parts) or "none"
 
 
 def _freeze_long_lived_objects() -> None:

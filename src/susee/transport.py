@@ -39,6 +39,9 @@ INITIAL_TIMEOUT_S = 1.0
 # Descriptors the process needs besides one per bus: database connections,
 # the spool's files, logging, the interpreter's own.
 SPARE_DESCRIPTORS = 64
+# Failed connects named in the start-up summary; the rest are counted. Enough
+# to see whether one gateway or a whole subnet is missing.
+SHOWN_FAILURES = 5
 
 
 class ModbusLink:
@@ -97,7 +100,19 @@ class ModbusLink:
         if not connected:
             self._connect_failed_at = asyncio.get_running_loop().time()
             raise LinkError(f"cannot connect to {self.endpoint}")
-        log.info("connected to %s", self.endpoint)
+        self._log_connected()
+
+    def _log_connected(self) -> None:
+        """A first connect at the first attempt is DEBUG: a site of hundreds of buses would
+        write hundreds of lines at start-up. A reconnect, or a connect after a failed
+        attempt, tells that a bus came back: INFO."""
+        if self._connected_before:
+            log.info("reconnected to %s", self.endpoint)
+        elif self._connect_failed_at > float("-inf"):
+            log.info("connected to %s after failed attempts", self.endpoint)
+        else:
+            log.debug("connected to %s", self.endpoint)
+        self._connected_before = True
 
     def _request(self, unit: int, function: int, address: int, count: int):
         client = self._client
@@ -152,6 +167,7 @@ class LinkPool:
     def __init__(self, max_connects: int = MAX_CONNECTS_IN_FLIGHT) -> None:
         self._links: dict[tuple, Link] = {}
         self._connect_slots = asyncio.Semaphore(max_connects)
+        self._connects_ahead: ConnectsAhead | None = None
 
     def link_for(self, endpoint: Endpoint | SerialEndpoint, inter_request_delay_s: float = 0.0) -> Link:
         """The link of ``endpoint``'s bus; its inter-request delay is the largest asked for."""
@@ -182,12 +198,18 @@ class LinkPool:
 
         The connects run in the background, ``max_connects`` at a time, so
         that the first tick finds its connections open; a read that comes
-        while its link is still connecting waits for that attempt.
+        while its link is still connecting waits for that attempt. When the
+        last of them has ended, one line tells how many succeeded.
         """
         raise_open_files_limit(len(self._links))
+        opening = []
         for link in self._links.values():
             if isinstance(link, FastTcpLink):
-                link.open_ahead()
+                attempt = link.open_ahead()
+                if attempt is not None:
+                    opening.append((link, attempt))
+        if opening:
+            self._connects_ahead = ConnectsAhead(opening)
 
     @property
     def links(self) -> Iterable[Link]:
@@ -197,9 +219,68 @@ class LinkPool:
         return len(self._links)
 
     def close(self) -> None:
+        if self._connects_ahead is not None:
+            self._connects_ahead.closed = True  # connects cancelled now are no news
         for link in self._links.values():
             link.close()
         self._links.clear()
+
+
+class ConnectsAhead:
+    """One line for the connects ``LinkPool.open_all`` started, once the last of them has ended.
+
+    A site of 500 gateways would otherwise write 500 "connected" lines at
+    start-up. The links log their own first connect at DEBUG only. Failures
+    are named (the first ``SHOWN_FAILURES``): nothing else tells of them above
+    DEBUG until the data shows Code 1.
+    """
+
+    def __init__(self, opening: list[tuple[FastTcpLink, asyncio.Task]]) -> None:
+        self.started_s = asyncio.get_running_loop().time()
+        self.buses = self.waiting = len(opening)
+        self.failures: list[str] = []  # "host:port (reason)", in the order they ended
+        self.closed = False  # the pool closed before the last ended: say nothing
+        for link, attempt in opening:
+            attempt.add_done_callback(partial(self._ended, link))
+
+    def _ended(self, link: FastTcpLink, attempt: asyncio.Task) -> None:
+        if self.closed:
+            return
+        if attempt.cancelled():
+            self.failures.append(f"{link.endpoint} (cancelled)")
+        elif (exc := attempt.exception()) is not None:
+            self.failures.append(f"{link.endpoint} ({_reason(link, exc)})")
+        self.waiting -= 1
+        if not self.waiting:
+            self._log()
+
+    def _log(self) -> None:
+        elapsed_s = asyncio.get_running_loop().time() - self.started_s
+        connected = self.buses - len(self.failures)
+        if not self.failures:
+            log.info(
+                "connected to %d of %d bus(es) ahead of the first tick in %.1f s", connected, self.buses, elapsed_s,
+            )
+            return
+        more = len(self.failures) - SHOWN_FAILURES
+        shown = ", ".join(self.failures[:SHOWN_FAILURES]) + (f" and {more} more" if more > 0 else "")
+        log.warning(
+            "connected to %d of %d bus(es) ahead of the first tick in %.1f s; %d failed: %s",
+            connected, self.buses, elapsed_s, len(self.failures), shown,
+        )
+
+
+def _reason(link: FastTcpLink, exc: BaseException) -> str:
+    """Why a connect failed, without the endpoint its message repeats.
+
+    asyncio words a refused connect "Connect call failed ('10.0.0.7', 502)";
+    the errno's own text ("Connection refused") says it in fewer words.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    text = str(exc)
+    return text.removeprefix(f"cannot connect to {link.endpoint}: ").removeprefix(f"{link.endpoint}: ")
 
 
 def raise_open_files_limit(buses: int) -> None:
