@@ -50,13 +50,41 @@ class Clock(Protocol):
 
 
 class WallClock:
-    """The real clock: UTC epoch seconds, asyncio sleeps."""
+    """The real clock: UTC epoch seconds; sleepers of the same tick share one loop timer.
+
+    Every poller sleeps until the same tick. One timer per tick, waking them
+    all, instead of one per poller: at a 1,000-meter site that is 1,000
+    timers fewer a tick, at the very moment the tick's burst starts. Loop
+    timers may fire a little early (uvloop rounds to ms) and the wall clock
+    may be stepped by NTP: the timer re-checks and re-arms until the time is
+    reached, once for everybody.
+    """
+
+    def __init__(self) -> None:
+        self._sleepers: dict[float, list[asyncio.Future]] = {}
 
     def now(self) -> float:
         return time.time()
 
     async def sleep_until(self, t_s: float) -> None:
-        # Loop timers may fire a little early (uvloop rounds to ms) and the
-        # wall clock may be stepped by NTP: re-check until the time is reached.
-        while (remaining := t_s - time.time()) > 0:
-            await asyncio.sleep(remaining)
+        if t_s <= time.time():
+            return
+        loop = asyncio.get_running_loop()
+        sleepers = self._sleepers.get(t_s)
+        if sleepers is None:
+            sleepers = self._sleepers[t_s] = []
+            self._arm(loop, t_s)
+        waiter = loop.create_future()
+        sleepers.append(waiter)
+        await waiter  # a cancelled sleeper's future is cancelled; the wake-up skips it
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, t_s: float) -> None:
+        loop.call_later(max(0.0, t_s - time.time()), self._wake, loop, t_s)
+
+    def _wake(self, loop: asyncio.AbstractEventLoop, t_s: float) -> None:
+        if time.time() < t_s:
+            self._arm(loop, t_s)
+            return
+        for waiter in self._sleepers.pop(t_s, ()):
+            if not waiter.done():
+                waiter.set_result(None)
