@@ -1,11 +1,13 @@
 """Fleet benchmark: the real susee service against a simulated fleet, next to the floor.
 
-    .venv/bin/python bench/fleet.py --meters 50 500 --duration 15
+    .venv/bin/python bench/fleet.py --meters 50 500 --duration 15 [--workers 1 2]
 
 For each N: a fresh database ``susee_bench_<random>``, a fleet server process
-(bench/fleet_server.py), a generated site.yaml, then ``python -m susee`` as a
-subprocess measured from the OS accounting over a steady window after the
-warm-up, then the floor client (bench/floor.py) on the same fleet and window.
+(bench/fleet_server.py), then for each ``workers`` setting a generated site
+file and ``python -m susee`` as a subprocess, its process tree (the service
+and its worker processes) measured from the OS accounting over a steady window
+after the warm-up, then the floor client (bench/floor.py) on the same fleet
+and window.
 Prints one table and the ratio susee / floor of CPU per device-tick. See
 bench/README.md for what each column means and how it is measured.
 """
@@ -72,16 +74,55 @@ def raise_open_files_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def cpu_ticks(pid: int | None) -> int | None:
-    """utime + stime of a process (all its threads) in clock ticks, None if gone."""
-    if pid is None:
-        return None
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state is [0], ppid [1]), None if gone."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()
     except OSError:
         return None
+
+
+def cpu_ticks(pid: int | None) -> int | None:
+    """utime + stime of a process (all its threads) in clock ticks, None if gone."""
+    fields = stat_fields(pid) if pid is not None else None
+    if fields is None:
+        return None
     return int(fields[11]) + int(fields[12])
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, root first: ppid chains from one scan of /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, index = [root], 0
+    while index < len(tree):
+        tree += sorted(children.get(tree[index], ()))
+        index += 1
+    return tree
+
+
+def command_line(pid: int) -> str:
+    """The arguments of a process joined by spaces, '' if gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def environment(pid: int) -> dict[str, str] | None:
+    """The environment a process was started with, None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            pairs = environ.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    return dict(pair.partition("=")[::2] for pair in pairs if pair)
 
 
 def runtime_ns(pid: int | None) -> int | None:
@@ -172,11 +213,16 @@ class Child:
             return None
 
     def stop(self) -> None:
-        """SIGTERM (a clean stop for susee), then SIGKILL if it does not end."""
+        """SIGTERM (a clean stop for susee), then SIGKILL to its process group if it does not end.
+
+        The group is the session this child leads, so it holds the service's
+        workers too (and nothing else); until the child is reaped its pid, and
+        so the group id, cannot be reused.
+        """
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             if self.wait(STOP_WAIT_S) is None:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         for stream in (self._stderr, self._stdout, self.proc.stdout):
             if hasattr(stream, "close"):
@@ -332,12 +378,35 @@ def percentile(histogram: list[tuple[float, int]], fraction: float) -> float | N
 
 # -- one measured run ------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class TreeProcess:
+    """One process of the measured tree at one moment."""
+
+    pid: int
+    start_ticks: int  # starttime since boot: a restarted worker that got an old pid is another process
+    cpu_ticks: int
+    runtime_ns: int | None
+    command: str
+
+
+@dataclass(frozen=True)
+class ProcessShare:
+    """What one process of the tree spent in the window (totals; per device-tick when reported)."""
+
+    process: TreeProcess
+    cpu_ticks: int
+    runtime_us: float | None
+    root: bool
+    new: bool  # started in the window: all its CPU counts
+
+
 @dataclass
 class Result:
     """One row of the table."""
 
     label: str
     meters: int
+    workers: int | None = None  # the service's workers setting; None for the floor
     expected: int = 0
     rows: Rows | None = None
     cpu_us: float | None = None
@@ -348,21 +417,52 @@ class Result:
     ratio: float | None = None
     cpu_ticks: int | None = None
     runtime_us: float | None = None  # scheduler runtime over the window, ns precision
+    processes: list[ProcessShare] = field(default_factory=list)  # the tree's split of the CPU figures
+    gone: list[TreeProcess] = field(default_factory=list)  # processes that ended in the window
     failed: str | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def sample_tree(root: int) -> dict[tuple[int, int], TreeProcess]:
+    """The service process and its descendants, root first, keyed by (pid, starttime); {} if it is gone."""
+    tree = {}
+    for pid in process_tree(root):
+        fields = stat_fields(pid)
+        if fields is not None:
+            process = TreeProcess(pid, int(fields[19]), int(fields[11]) + int(fields[12]), runtime_ns(pid),
+                                  command_line(pid))
+            tree[(pid, process.start_ticks)] = process
+    return tree
+
+
+def still_running(process: TreeProcess) -> bool:
+    """The same process (pid and start time) is still there and not a zombie."""
+    fields = stat_fields(process.pid)
+    return fields is not None and int(fields[19]) == process.start_ticks and fields[0] != "Z"
 
 
 @dataclass
 class Snapshot:
     wall_s: float
-    process: int | None
-    process_ns: int | None
+    tree: dict[tuple[int, int], TreeProcess]
     mariadb: int | None
     fleet: int | None
 
 
 def snapshot(pid: int, mariadb_pid: int | None, fleet_pid: int) -> Snapshot:
-    return Snapshot(time.time(), cpu_ticks(pid), runtime_ns(pid), cpu_ticks(mariadb_pid), cpu_ticks(fleet_pid))
+    return Snapshot(time.time(), sample_tree(pid), cpu_ticks(mariadb_pid), cpu_ticks(fleet_pid))
+
+
+def tree_memory_kib(pids: list[int]) -> tuple[int | None, int | None]:
+    """VmRSS and VmHWM summed over ``pids`` (None when no process shows them)."""
+    rss = hwm = None
+    for pid in pids:
+        memory = status_kib(pid, "VmRSS", "VmHWM")
+        if memory["VmRSS"] is not None:
+            rss = (rss or 0) + memory["VmRSS"]
+        if memory["VmHWM"] is not None:
+            hwm = (hwm or 0) + memory["VmHWM"]
+    return rss, hwm
 
 
 def sleep_until(t_s: float, child: Child) -> bool:
@@ -387,27 +487,30 @@ class Bench:
     mariadb_pid: int | None
 
 
-def measure(bench: Bench, label: str, job: str, command: list[str]) -> Result:
-    """Start ``command``, measure it over the steady window, let it stop, read the rows back."""
+def measure(bench: Bench, label: str, job: str, command: list[str], workers: int | None = None) -> Result:
+    """Start ``command``, measure its process tree over the steady window, let it stop, read the rows back."""
     args, meters, fleet = bench.args, bench.meters, bench.fleet
-    result = Result(label, meters, expected=meters * args.duration * PARAMS_PER_DEVICE)
+    result = Result(label, meters, workers, expected=meters * args.duration * PARAMS_PER_DEVICE)
     fleet.stats()  # the fleet's counters start over for this run
     phases: dict[str, dict] = {}
     with ExitStack() as stack:
-        child = Child(label, command, bench.tmp, bench.env)
+        child = Child(label if workers in (None, 1) else f"{label}-w{workers}", command, bench.tmp, bench.env)
         stack.callback(child.stop)
         first_tick = math.ceil(child.started_s + args.warmup)
         before = after = None
+        tree_notes: list[str] = []
         if sleep_until(first_tick + SAMPLE_OFFSET_S, child):
             before = snapshot(child.pid, bench.mariadb_pid, fleet.pid)
             phases["start-up"] = fleet.stats()
+            tree_notes = _pythonpath_notes(before, args.susee_src)  # while the workers run
             if sleep_until(first_tick + args.duration + SAMPLE_OFFSET_S, child):
                 after = snapshot(child.pid, bench.mariadb_pid, fleet.pid)
                 phases["window"] = fleet.stats()
-                memory = status_kib(child.pid, "VmRSS", "VmHWM")
-                result.rss_kib, result.hwm_kib = memory["VmRSS"], memory["VmHWM"]
+                result.rss_kib, result.hwm_kib = tree_memory_kib([p.pid for p in after.tree.values()])
+        last_seen = sample_tree(child.pid)  # the workers as they are when the service stops
         code = child.wait(args.warmup + args.duration + STOP_MARGIN_S + EXIT_GRACE_S)
         phases["stop"] = fleet.stats()
+        stray = [p for p in list(last_seen.values())[1:] if still_running(p)]
         log = child.stderr_text()
         own = child.stdout_json()
     _judge_exit(result, after is not None, code, child.proc.returncode, log)
@@ -428,6 +531,12 @@ def measure(bench: Bench, label: str, job: str, command: list[str]) -> Result:
     else:
         result.cpu_us = result.runtime_us = None
     _describe_run(result, first_tick - child.started_s, len(fleet.ports), phases, log)
+    result.notes += tree_notes
+    if stray:
+        result.notes.append(f"left running after the service exited, killed: {_names(stray)}")
+        for process in stray:
+            if still_running(process):
+                os.kill(process.pid, signal.SIGKILL)
     if "cpu_us_per_device_tick" in own:
         result.notes.append(f"its own getrusage over its ticks after the warm-up: {own['cpu_us_per_device_tick']}"
                             f" us per device-tick, {own.get('overruns', 0)} overrun(s)")
@@ -467,13 +576,28 @@ def _fleet_notes(result: Result, ports: int, phases: dict[str, dict]) -> list[st
 
 
 def _account(result: Result, before: Snapshot, after: Snapshot) -> None:
-    """CPU of the measured process (divided by device-ticks later), MariaDB and fleet CPU %."""
+    """CPU of the measured process tree (divided by device-ticks later), MariaDB and fleet CPU %.
+
+    A process present at both samples counts its delta, one started in the
+    window all its CPU; one that ended in the window is missing from the sum
+    (listed in ``result.gone``).
+    """
     wall_s = after.wall_s - before.wall_s
-    if before.process is not None and after.process is not None:
-        result.cpu_ticks = after.process - before.process
+    roots = next(iter(before.tree), None), next(iter(after.tree), None)
+    if roots[0] is not None and roots[0] == roots[1]:
+        for key, process in after.tree.items():
+            old = before.tree.get(key)
+            ticks = process.cpu_ticks - (old.cpu_ticks if old else 0)
+            ns = None
+            if process.runtime_ns and (old is None or old.runtime_ns):
+                ns = process.runtime_ns - (old.runtime_ns if old else 0)
+            result.processes.append(ProcessShare(process, ticks, None if ns is None else ns / 1e3, key == roots[0],
+                                                 old is None))
+        result.gone = [process for key, process in before.tree.items() if key not in after.tree]
+        result.cpu_ticks = sum(share.cpu_ticks for share in result.processes)
         result.cpu_us = result.cpu_ticks / CLK_TCK * 1e6  # total, per device-tick below
-    if before.process_ns and after.process_ns:
-        result.runtime_us = (after.process_ns - before.process_ns) / 1e3
+        if all(share.runtime_us is not None for share in result.processes):
+            result.runtime_us = sum(share.runtime_us for share in result.processes)
     if before.mariadb is not None and after.mariadb is not None:
         result.db_cpu_pct = 100.0 * (after.mariadb - before.mariadb) / CLK_TCK / wall_s
     if before.fleet is not None and after.fleet is not None:
@@ -495,6 +619,7 @@ def _describe_run(result: Result, window_start_s: float, ports: int, phases: dic
         if result.runtime_us:
             text += f"; scheduler runtime {result.runtime_us:.1f} us per device-tick"
         result.notes.append(text)
+    result.notes += _tree_notes(result)
     if rows.devices_missing_ticks:
         result.notes.append(f"{rows.devices_missing_ticks} device(s) missing at least one tick in the window")
     result.notes += _fleet_notes(result, ports, phases)
@@ -506,15 +631,70 @@ def _describe_run(result: Result, window_start_s: float, ports: int, phases: dic
                             f" first: {problems[0][:200]}")
 
 
+def _name(process: TreeProcess) -> str:
+    """'1234 (--worker 0/2)': the pid and the worker share, or the start of the command line."""
+    words = process.command.split()
+    if "--worker" in words[:-1]:
+        return f"{process.pid} (--worker {words[words.index('--worker') + 1]})"
+    return f"{process.pid} ({process.command[:60]})"
+
+
+def _names(processes: list[TreeProcess]) -> str:
+    return ", ".join(f"pid {_name(process)}" for process in processes)
+
+
+def _tree_notes(result: Result) -> list[str]:
+    """The CPU split over the service's processes and changes of the tree, when it has more than one."""
+    device_ticks = result.rows.device_ticks if result.rows else 0
+    notes = []
+    if (len(result.processes) > 1 or result.gone) and device_ticks:
+        precise = all(share.runtime_us is not None for share in result.processes)
+
+        def per_tick(share: ProcessShare) -> str:
+            us = share.runtime_us if precise else share.cpu_ticks / CLK_TCK * 1e6
+            return f"{us / device_ticks:.1f} us"
+
+        parts = [f"parent {per_tick(s)}" for s in result.processes if s.root]
+        children = [f"{_name(s.process)}: {per_tick(s)}" for s in result.processes if not s.root]
+        if children:
+            parts.append("worker pids " + ", ".join(children))
+        notes.append(f"{', '.join(parts)} per device-tick"
+                     f" ({'scheduler runtime' if precise else 'clock ticks'}; the table sums them)")
+    started = [s.process for s in result.processes if s.new]
+    if started or result.gone:
+        notes.append(f"the process tree changed in the window (a worker restarted?):"
+                     f" ended {_names(result.gone) or '-'}; started {_names(started) or '-'}."
+                     f" An ended process's CPU after the window start is missing, a started one's counts from its start")
+    return notes
+
+
+def _pythonpath_notes(before: Snapshot, src: Path | None) -> list[str]:
+    """With --susee-src: the descendants that did not inherit it on PYTHONPATH (they may run another susee)."""
+    if src is None:
+        return []
+    wanted = str(src.resolve())
+    environments = [(p, environment(p.pid)) for p in list(before.tree.values())[1:]]
+    missing = [p for p, env in environments
+               if env is not None and wanted not in env.get("PYTHONPATH", "").split(os.pathsep)]
+    return [f"{_names(missing)}: {wanted} is not on PYTHONPATH, it may import another susee"] if missing else []
+
+
 # -- one N -----------------------------------------------------------------------------------
 
-def write_site(tmp: Path, database: str, ports: list[int], meters: int, units_per_port: int) -> Path:
-    """site.yaml with devices d00000.. spread over the fleet's ports, units 1..U on each."""
+def write_site(tmp: Path, database: str, ports: list[int], meters: int, units_per_port: int,
+               workers: int = 1) -> Path:
+    """site.yaml with devices d00000.. spread over the fleet's ports, units 1..U on each.
+
+    One worker is the service's default: the file then has no ``workers`` key and
+    is the one every version of susee reads. Each worker count has its own job
+    (tables) and file, so every run starts on empty tables like the first.
+    """
     lines = [
         "# generated by bench/fleet.py",
-        f'job_id: "{JOB_ID}"',
+        f'job_id: "{susee_job(workers)}"',
         "sample_time: 1",
         "log_level: WARNING",
+        *([f"workers: {workers}"] if workers != 1 else []),
         "database:",
         f'  url: "mysql://{MYSQL["user"]}@{MYSQL["host"]}:{MYSQL["port"]}/{database}"',
         "devices:",
@@ -523,9 +703,14 @@ def write_site(tmp: Path, database: str, ports: list[int], meters: int, units_pe
         port, unit = ports[index // units_per_port], index % units_per_port + 1
         lines.append(f"  - {{id: d{index:05d}, profile: pac3200, host: 127.0.0.1, port: {port},"
                      f" unit: {unit}, timeout: 1.0}}")
-    path = tmp / "site.yaml"
+    path = tmp / ("site.yaml" if workers == 1 else f"site-w{workers}.yaml")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def susee_job(workers: int) -> str:
+    """The job_id of the run with ``workers``: bench, bench_w2, ... (tables seebenchRaw, seebench_w2Raw)."""
+    return JOB_ID if workers == 1 else f"{JOB_ID}_w{workers}"
 
 
 def cpu_ratio(susee: Result, floor_result: Result) -> float | None:
@@ -560,20 +745,26 @@ def bench_meters(meters: int, args: argparse.Namespace, mariadb_pid: int | None)
         if needed > resource.getrlimit(resource.RLIMIT_NOFILE)[0]:
             print(f"warning: N={meters} needs ~{needed} open files, the limit is"
                   f" {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}", file=sys.stderr)
-        site = write_site(tmp, database, fleet.ports, meters, args.units_per_port)
         bench = Bench(args, meters, tmp, env, database, fleet, mariadb_pid)
         run_s = args.warmup + args.duration + STOP_MARGIN_S
-        print(f"N={meters}: {len(fleet.ports)} port(s) x {args.units_per_port} unit(s), database {database};"
-              f" susee for {run_s:g} s ...", file=sys.stderr, flush=True)
-        susee = [sys.executable, "-m", "susee", "--config", str(site), "--duration", f"{run_s:g}",
-                 "--log-level", "WARNING"]
-        results = [measure(bench, "susee", JOB_ID, susee)]
+        results = []
+        for workers in args.workers:
+            site = write_site(tmp, database, fleet.ports, meters, args.units_per_port, workers)
+            print(f"N={meters}: {len(fleet.ports)} port(s) x {args.units_per_port} unit(s), database {database};"
+                  f" susee{f' workers={workers}' if workers != 1 else ''} for {run_s:g} s ...",
+                  file=sys.stderr, flush=True)
+            susee = [sys.executable, "-m", "susee", "--config", str(site), "--duration", f"{run_s:g}",
+                     "--log-level", "WARNING"]
+            results.append(measure(bench, "susee", susee_job(workers), susee, workers))
         if not args.no_floor:
             print(f"N={meters}: floor for {run_s:g} s ...", file=sys.stderr, flush=True)
+            # The floor reads only the devices and the database URL, the same in every site file.
             floor_cmd = [sys.executable, str(BENCH / "floor.py"), "--site", str(site), "--duration", f"{run_s:g}",
                          "--warmup", f"{args.warmup:g}", "--job", FLOOR_JOB]
-            results.append(measure(bench, "floor", FLOOR_JOB, floor_cmd))
-            results[0].ratio = cpu_ratio(results[0], results[1])
+            floor_result = measure(bench, "floor", FLOOR_JOB, floor_cmd)
+            for result in results:
+                result.ratio = cpu_ratio(result, floor_result)
+            results.append(floor_result)
         return results
 
 
@@ -585,7 +776,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 COLUMNS = (
     # header, width
-    ("run", 6), ("N", 6), ("expected", 9), ("written", 9), ("on-time %", 9), ("CPU us/dev-tick", 15),
+    ("run", 6), ("N", 6), ("workers", 7), ("expected", 9), ("written", 9), ("on-time %", 9), ("CPU us/dev-tick", 15),
     ("susee/floor", 11), ("Delay p50 ms", 12), ("p99 ms", 8), ("max ms", 8), ("missed", 7), ("RSS MiB", 8),
     ("KiB/meter", 9), ("HWM MiB", 8), ("MariaDB CPU %", 13), ("start-up s", 10),
 )
@@ -597,7 +788,8 @@ def table(results: list[Result]) -> str:
         rows = r.rows or Rows()
         on_time = 100.0 * rows.on_time / r.expected if r.expected else None
         cells = [
-            r.label + ("!" if r.failed else ""), str(r.meters), str(r.expected), str(rows.written),
+            r.label + ("!" if r.failed else ""), str(r.meters), _fmt(r.workers, "d"), str(r.expected),
+            str(rows.written),
             _fmt(on_time, ".2f"), _fmt(r.cpu_us, ".1f"), _fmt(r.ratio, ".2f"),
             _fmt(rows.delay_ms.get("p50"), ".1f"), _fmt(rows.delay_ms.get("p99"), ".1f"),
             _fmt(rows.delay_ms.get("max"), ".1f"), str(rows.missed),
@@ -608,6 +800,12 @@ def table(results: list[Result]) -> str:
         ]
         lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS))))
     return "\n".join(lines)
+
+
+def run_name(result: Result, workers: list[int]) -> str:
+    """'susee N=1000', or 'susee N=1000 workers=2' when the runs differ in workers."""
+    shown = result.workers is not None and workers != [1]
+    return f"{result.label} N={result.meters}" + (f" workers={result.workers}" if shown else "")
 
 
 def machine(mariadb_pid: int | None) -> str:
@@ -677,6 +875,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, metavar="W", help="seconds before the window (default 5)")
     parser.add_argument("--units-per-port", type=int, default=10, metavar="U",
                         help="unit ids per port, i.e. meters behind one gateway (default 10)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], metavar="K",
+                        help="run susee with each of these 'workers' settings (default 1: one process);"
+                             " the floor runs once per fleet size")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor reference")
     parser.add_argument("--susee-src", type=Path, metavar="DIR",
                         help="run susee from this src folder (e.g. unpacked by git archive) instead of the"
@@ -684,8 +885,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases and temp folders (site.yaml, logs) for a look afterwards")
     args = parser.parse_args(argv)
-    if min(args.meters) < 1 or args.duration < 1 or args.warmup < 0:
-        parser.error("--meters and --duration must be >= 1, --warmup >= 0")
+    if min(args.meters) < 1 or min(args.workers) < 1 or args.duration < 1 or args.warmup < 0:
+        parser.error("--meters, --workers and --duration must be >= 1, --warmup >= 0")
+    args.workers = list(dict.fromkeys(args.workers))  # each count once, in the order given
     if not 1 <= args.units_per_port <= 247:
         parser.error("--units-per-port must be 1..247")
     return args
@@ -721,11 +923,14 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = False
     print()
     print(table(results))
-    notes = [f"  {r.label} N={r.meters}: {note}" for r in results for note in ([r.failed] if r.failed else []) + r.notes]
-    susee = [r for r in results if r.label == "susee" and r.rss_kib]
-    if len(susee) >= 2:
-        slope = (susee[-1].rss_kib - susee[0].rss_kib) / max(susee[-1].meters - susee[0].meters, 1)
-        notes.append(f"  susee RSS slope N={susee[0].meters}..{susee[-1].meters}: {slope:.1f} KiB per meter")
+    notes = [f"  {run_name(r, args.workers)}: {note}" for r in results
+             for note in ([r.failed] if r.failed else []) + r.notes]
+    for workers in args.workers:
+        susee = [r for r in results if r.label == "susee" and r.workers == workers and r.rss_kib]
+        if len(susee) >= 2:
+            slope = (susee[-1].rss_kib - susee[0].rss_kib) / max(susee[-1].meters - susee[0].meters, 1)
+            notes.append(f"  susee{f' workers={workers}' if args.workers != [1] else ''} RSS slope"
+                         f" N={susee[0].meters}..{susee[-1].meters}: {slope:.1f} KiB per meter")
     if notes:
         print("\nnotes:")
         print("\n".join(notes))
