@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run the acquisition service (the default)")
     run.add_argument("--duration", type=float, default=argparse.SUPPRESS, help="stop cleanly after SECONDS")
+    # Set by the parent process of a site with ``workers`` > 1: poll share K of N (see susee.workers).
+    run.add_argument("--worker", type=_worker_share, default=None, help=argparse.SUPPRESS)
     sub.add_parser("check", parents=[common], help="validate, show the plan, try each device and the database")
     sub.add_parser("migrate", parents=[common], help="create or upgrade the database tables")
     read = sub.add_parser("read", parents=[common], help="read one device now and print the values")
@@ -57,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     level = getattr(args, "log_level", None)
-    setup_logging(level or "INFO")
+    worker = getattr(args, "worker", None)
+    setup_logging(level or "INFO", f"worker {worker[0]}/{worker[1]} " if worker else "")
     try:
         if command == "simulate":
             return run_async(commands.simulate(args.host, args.port, args.units, args.fault))
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # their results and only log what went wrong.
             logging.getLogger().setLevel(site.settings.log_level if command == "run" else "WARNING")
         if command == "run":
-            return run_async(commands.run(site, getattr(args, "duration", None)))
+            return run_async(commands.run(site, getattr(args, "duration", None), worker, level))
         if command == "check":
             return run_async(commands.check(site))
         if command == "migrate":
@@ -93,10 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def setup_logging(level: str) -> None:
+def _worker_share(text: str) -> tuple[int, int]:
+    """``K/N`` -> (K, N) with 0 <= K < N."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N")
+    return int(index), int(count)
+
+
+def setup_logging(level: str, tag: str = "") -> None:
+    """Log to stderr; ``tag`` (e.g. "worker 1/4 ") marks each line of a worker process."""
     logging.basicConfig(
         level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)-7s {tag}%(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.Formatter.converter = __import__("time").gmtime  # log times in UTC, like the Date column

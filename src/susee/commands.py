@@ -18,6 +18,16 @@ from susee.spool import inspect as inspect_spool
 from susee.supervisor import Supervisor, embedded_simulator
 from susee.ticks import TickGrid, WallClock
 from susee.transport import LinkPool
+from susee.workers import (
+    OrphanReplay,
+    Workers,
+    follow_parent,
+    ignore_stop_signals,
+    orphan_spools,
+    partition,
+    spool_folder,
+    worker_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +54,39 @@ def load_site(config: str) -> Site:
     return Site(path, settings, plans)
 
 
-async def run(site: Site, duration_s: float | None) -> int:
+async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | None = None,
+              log_level: str | None = None) -> int:
+    """Acquire: in this process, or as the parent of ``workers`` processes, or as worker K of N."""
+    settings, plans = site.settings, site.plans
     # Without a writable spool an outage would lose rows: refuse to start instead.
-    problem = await asyncio.to_thread(spool_folder_problem, site.settings.spool.path)
+    problem = await asyncio.to_thread(spool_folder_problem, settings.spool.path)
     if problem is not None:
-        raise ConfigError(f"{site.path}: field 'spool.path': {site.settings.spool.path} cannot be used: {problem}")
-    sink = create_sink(site.settings.database_target(), site.settings.job_id)
-    return await Supervisor(site.settings, site.plans, sink).run(duration_s)
+        raise ConfigError(f"{site.path}: field 'spool.path': {settings.spool.path} cannot be used: {problem}")
+    count = worker_count(settings.workers, plans)
+    if worker is None and count > 1:
+        return await Workers(site.path, settings, count, duration_s, log_level).run()
+    orphans: list[Path] = []
+    if worker is not None:
+        index, count = worker
+        plans = partition(plans, count)[index]
+        settings.spool.path = spool_folder(settings.spool.path, index, count)
+        settings.simulator = None  # the parent hosts it
+    else:
+        orphans = await asyncio.to_thread(orphan_spools, settings.spool.path, 1)
+    replay = OrphanReplay(settings, orphans)
+    replay.start()
+    sink = create_sink(settings.database_target(), settings.job_id)
+    supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None)
+    following = None
+    if worker is not None:
+        ignore_stop_signals()
+        following = asyncio.create_task(follow_parent(supervisor.stop), name="follow-parent")
+    try:
+        return await supervisor.run(duration_s)
+    finally:
+        if following is not None:
+            following.cancel()
+        await replay.close()
 
 
 async def migrate(site: Site) -> int:
@@ -95,6 +131,10 @@ async def check(site: Site) -> int:
           f"sample_shift {settings.sample_shift:g} s, {len(site.plans)} enabled device(s)")
     target = settings.database_target()
     print(f"database: {target}")
+    count = worker_count(settings.workers, site.plans)
+    if count > 1:
+        shares = "/".join(str(len(share)) for share in partition(site.plans, count))
+        print(f"workers: {count} processes, devices per worker {shares}")
     healthy = True
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(embedded_simulator(settings))
@@ -103,7 +143,12 @@ async def check(site: Site) -> int:
         for plan in site.plans:
             healthy &= await _check_device(plan, links)
     healthy &= await _check_database(target, settings.job_id)
-    healthy &= await _check_spool(settings.spool.path)
+    root = settings.spool.path
+    for folder in [spool_folder(root, index, count) for index in range(count)]:
+        healthy &= await _check_spool(folder)
+    for folder in await asyncio.to_thread(orphan_spools, root, count):
+        print(f"  spool {folder} is from a run with another worker count: the next start replays it")
+        healthy &= await _check_spool(folder)
     print("all reachable" if healthy else "NOT all reachable")
     return 0 if healthy else 1
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -264,6 +264,10 @@ class Settings(BaseSettings):
     writer: WriterSettings = Field(default_factory=WriterSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     shutdown_timeout: float = Field(default=10.0, gt=0)  # s to flush the queue at stop, then spill
+    # Processes that poll, each a share of the buses with its own database
+    # connection and spool: one core is enough for a few thousand meters at
+    # 1 s; "auto" takes one per CPU (never more than there are buses).
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     simulator: SimulatorSettings | None = None
     devices: list[DeviceSettings] = Field(default_factory=list)
 
@@ -286,6 +290,16 @@ class Settings(BaseSettings):
         # Secret files are named like the variables, e.g. susee_database__password.
         secrets = NestedSecretsSettingsSource(file_secret_settings)
         return env_settings, dotenv_settings, secrets, init_settings
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _worker_count(cls, value: object) -> object:
+        # One clear message instead of one per member of the union.
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+            return int(value)  # from the environment: SUSEE_WORKERS=4
+        raise ValueError("must be a whole number >= 1 or 'auto'")
 
     @field_validator("job_id", mode="before")
     @classmethod
@@ -316,6 +330,8 @@ class Settings(BaseSettings):
             if self.host_db is None:
                 raise ValueError("database.url: required (or host_db/port_db from the original susee .env)")
             self.database.url = f"mysql://{self.host_db}:{self.port_db or 3306}"
+        if self.workers != 1 and str(self.database.url).startswith("sqlite"):
+            raise ValueError("workers: more than one needs a MariaDB database (SQLite takes one writer at a time)")
         return self
 
     def database_target(self) -> DatabaseTarget:

@@ -41,7 +41,9 @@ class Supervisor:
         sink: Sink,
         clock: Clock | None = None,
         shutdown_timeout_s: float | None = None,
+        handle_signals: bool = True,
     ) -> None:
+        self.handle_signals = handle_signals  # False in a worker: its parent tells it when to stop
         self.settings = settings
         self.plans = plans
         self.clock = clock or WallClock()
@@ -65,8 +67,9 @@ class Supervisor:
         """Acquire until stopped (signal, ``stop()`` or duration); return exit code."""
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(embedded_simulator(self.settings))
-            self._install_signal_handlers()
-            stack.callback(self._remove_signal_handlers)
+            if self.handle_signals:
+                self._install_signal_handlers()
+                stack.callback(self._remove_signal_handlers)
             self.startup()
             _freeze_long_lived_objects()
             try:

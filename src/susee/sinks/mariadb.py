@@ -38,6 +38,8 @@ T = TypeVar("T")
 # A batch of a few thousand rows commits in milliseconds; a statement this slow
 # means a stuck server, and the writer is better off spooling than waiting.
 QUERY_TIMEOUT_S = 30.0
+# How long a process waits for another one's migration (a seed-era upgrade rebuilds tables).
+MIGRATE_LOCK_WAIT_S = 600
 
 ER_BAD_DB_ERROR = 1049
 # "may not": no privilege on the database, bad credentials, missing grant.
@@ -155,8 +157,21 @@ class MariaDBSink:
         await conn.commit()
 
     async def _migrate(self, conn: aiomysql.Connection) -> list[str]:
-        lines = await self._ensure_database(conn)
-        return lines + await run_migrations(_MariaDBSchema(conn), "mariadb", self.job_id)
+        # Several processes may migrate at once (the workers of one site when the
+        # database comes back, or two sites sharing it): a named server lock lets
+        # one migrate while the others wait, then find the schema current.
+        lock = f"susee_migrate_{self.target.database}"
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT GET_LOCK(%s, %s)", (lock, MIGRATE_LOCK_WAIT_S))
+            (granted,) = await cursor.fetchone()
+        if granted != 1:
+            raise MigrationError(f"another process held the migration lock {lock!r} for {MIGRATE_LOCK_WAIT_S} s")
+        try:
+            lines = await self._ensure_database(conn)
+            return lines + await run_migrations(_MariaDBSchema(conn), "mariadb", self.job_id)
+        finally:
+            async with conn.cursor() as cursor:
+                await cursor.execute("SELECT RELEASE_LOCK(%s)", (lock,))
 
     async def _ensure_database(self, conn: aiomysql.Connection) -> list[str]:
         name = self.target.database
