@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from susee.burst import BurstWatch
 from susee.buses import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
@@ -120,9 +119,8 @@ class Poller:
     """Polls one device on the shared tick grid and emits its samples."""
 
     def __init__(self, plan: DevicePlan, link: ModbusLink | None, grid: TickGrid, clock: Clock, emit: Emit,
-                 reports: PollReports | None = None, burst: BurstWatch | None = None) -> None:
+                 reports: PollReports | None = None) -> None:
         self.plan = plan
-        self.burst = burst or BurstWatch()  # shared with the writer: it stores rows after the burst
         self.reports = reports or PollReports(grid.period_s)
         self._told_unexpected = False  # this device's first unexpected error was logged in full
         self.link = link
@@ -149,12 +147,10 @@ class Poller:
                 index += 1
                 continue
             self.busy = True
-            self.burst.poll_started()
             try:
                 self.emit(await self.poll(tick_s))
             finally:
                 self.busy = False
-                self.burst.poll_ended()
             self.stats.ticks += 1
             following = self.grid.index_at_or_after(self.clock.now())
             skipped = following - index - 1

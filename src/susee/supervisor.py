@@ -15,7 +15,6 @@ import signal
 from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 
-from susee.burst import BurstWatch
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
 from susee.poller import SHOWN_IDS, Poller, PollReports, shown_ids
@@ -49,11 +48,10 @@ class Supervisor:
         self.clock = clock or WallClock()
         self.grid = TickGrid(settings.sample_time, settings.sample_shift)
         spool = settings.spool
-        self.burst = BurstWatch()  # the pollers report to it; the writer waits for their burst to pass
         self.writer = Writer(
             sink, settings.writer, param_rows(plans),
             spool=Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full),
-            devices=len(plans), burst=self.burst,
+            devices=len(plans),
         )
         self.reports = PollReports(self.grid.period_s)  # overruns and errors: one line per period, not per device
         self.links = LinkPool()
@@ -85,7 +83,7 @@ class Supervisor:
                 self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)
                 if plan.profile is not None else None
             )
-            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports, self.burst)
+            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports)
             poller.paused = self.writer.refuse_tick  # spool full (stop_polling): ticks are not read
             self.pollers.append(poller)
         self._log_devices()

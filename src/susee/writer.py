@@ -27,13 +27,11 @@ normal running, and memory stays bounded when the database is away.
 Writing stays on the event loop, measured rather than assumed: the MariaDB
 sink formats each statement of 1,000 rows just before sending it (about
 1 ms of CPU, ~1 µs a row for Raw and Last together) and awaits the server
-between statements, so the loop is never held longer than that. A writer
-thread would not buy CPU (the formatting holds the GIL either way) and would
-add GIL hand-offs of up to 5 ms to the polling loop. What the loop does
-instead is put acquisition first: a batch, live or replayed, is stored once
-the tick's burst of polls has passed (``burst.BurstWatch``), so its CPU is
-not added to the Delay of the reads still waiting. The wait is bounded by
-``batch_age``, and skipped while the queue is more than half full.
+between statements, so the loop is never held longer than that; at 1,000
+meters the loop lag probe showed p99 5 ms, max 13 ms, with the tick's own
+burst of polls as the larger part. A writer thread would not buy CPU (the
+formatting holds the GIL either way) and would add GIL hand-offs of up to
+5 ms to the polling loop.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from susee.burst import BurstWatch
 from susee.config import WriterSettings
 from susee.sample import Sample
 from susee.sinks import ParamRow, Sink, SinkError
@@ -75,11 +72,9 @@ class Writer:
     """Owns the sample queue, the sink and the spool; its tasks drain the queue."""
 
     def __init__(
-        self, sink: Sink, settings: WriterSettings, params: Sequence[ParamRow] = (), *, spool: Spool, devices: int = 0,
-        burst: BurstWatch | None = None,
+        self, sink: Sink, settings: WriterSettings, params: Sequence[ParamRow] = (), *, spool: Spool, devices: int = 0
     ) -> None:
         self.sink = sink
-        self.burst = burst  # the pollers' activity: batches are stored after a tick's burst
         self.settings = settings
         self.params = list(params)
         self.spool = spool
@@ -200,7 +195,6 @@ class Writer:
                     return
                 await self._collect()
             if self._pending:
-                await self._after_burst()
                 if not await self._store(self._pending):
                     return  # closing with a full spool: the exit spill takes the batch
                 self._pending = []
@@ -225,12 +219,6 @@ class Writer:
         self._collected_rows = 0
         if self._queued_rows < self.settings.batch_rows and not self._closing:
             self._enough.clear()
-
-    async def _after_burst(self) -> None:
-        """Wait (at most ``batch_age``) for the pollers' burst to pass, unless storage must catch up."""
-        if self.burst is None or self._closing or self.queue.qsize() * 2 > self.queue.maxsize:
-            return
-        await self.burst.passed(self.settings.batch_age)
 
     def _take(self, item: list[Sample]) -> None:
         self._queued_rows -= len(item)
@@ -346,7 +334,6 @@ class Writer:
                 if self._closing:
                     return
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
-            await self._after_burst()
             try:
                 replayed = await self._replay_batch()
             except SinkError as exc:
