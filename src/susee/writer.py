@@ -3,7 +3,8 @@
 Pollers hand over one list of samples per device-tick with ``submit``, which
 never blocks: when the bounded queue is full the rows are spilled to the
 spool. The write loop cuts a batch when ``batch_rows`` rows wait or the
-oldest has waited ``batch_age`` seconds, and stores it:
+oldest has waited ``batch_age`` seconds (the batch is then everything that
+waits, up to ``LIVE_BATCH_MAX_ROWS``), and stores it:
 
 - ONLINE: into the database. When that fails, the batch goes to the spool and
   the writer turns OFFLINE ("outage started").
@@ -60,6 +61,13 @@ RETRY_JITTER = 0.2  # +-20 %: many sites restarted together do not probe in step
 # Rows per replay transaction: large enough for tens of thousands of rows per
 # second, small enough that a live batch waits well under a second behind one.
 REPLAY_BATCH_ROWS = 20_000
+# A live batch takes every row waiting, up to this many: a writer that fell
+# behind catches up because the Last table gets only the newest row of each
+# (device, param) of the whole batch. Last's upserts are the slow part (about
+# 40k rows/s on one connection, where Raw takes 100k): at 5,000 meters x 8
+# params per second they cannot follow tick by tick, but two ticks per batch
+# halve them. Small enough to commit in a few seconds, well within WRITE_TIMEOUT_S.
+LIVE_BATCH_MAX_ROWS = 100_000
 PROGRESS_EVERY_S = 5.0  # a long replay logs its progress this often
 SPOOL_RETRY_S = 5.0  # a spool that failed (disk error) is tried again after this
 # A healthy database commits a batch in milliseconds. A write with no answer
@@ -214,7 +222,7 @@ class Writer:
                 await asyncio.wait_for(self._enough.wait(), self.settings.batch_age)
             except asyncio.TimeoutError:
                 pass
-        while len(self._pending) < self.settings.batch_rows and not self.queue.empty():
+        while len(self._pending) < LIVE_BATCH_MAX_ROWS and not self.queue.empty():  # all that waits
             self._take(self.queue.get_nowait())
         self._collected_rows = 0
         if self._queued_rows < self.settings.batch_rows and not self._closing:
