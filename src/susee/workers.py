@@ -51,6 +51,9 @@ RESTART_MAX_S = 60.0
 STABLE_AFTER_S = 60.0  # a worker that ran this long before dying restarts at once again
 EXIT_CONFIG = 2  # a worker that finds the configuration invalid: restarting cannot help
 STOP_LINE = b"stop\n"  # parent -> worker, on the worker's stdin
+# Acquisition must not wait on a long schema upgrade: past this, the workers start
+# (their writers spool and take their turn at the migration lock).
+MIGRATE_AHEAD_TIMEOUT_S = 30.0
 
 
 def worker_count(setting: int | str, plans: Sequence[DevicePlan]) -> int:
@@ -179,10 +182,15 @@ class Workers:
         sink = create_sink(self.settings.database_target(), self.settings.job_id)
         try:
             await sink.open()
-            for line in await sink.migrate():
+            lines = await asyncio.wait_for(sink.migrate(), MIGRATE_AHEAD_TIMEOUT_S)
+            for line in lines:
                 log.info("database %s: %s", sink.target, line)
         except SinkError as exc:
             log.warning("database %s: %s; the workers spool and migrate once it answers", sink.target, exc)
+        except asyncio.TimeoutError:
+            log.warning("database %s: migrations still running after %g s (a long upgrade, or another process "
+                        "holds the migration lock): starting the workers, which spool until it is done",
+                        sink.target, MIGRATE_AHEAD_TIMEOUT_S)
         finally:
             await sink.close()
 
