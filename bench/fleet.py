@@ -694,7 +694,9 @@ def write_site(tmp: Path, database: str, ports: list[int], meters: int, units_pe
         f'job_id: "{susee_job(workers)}"',
         "sample_time: 1",
         "log_level: WARNING",
-        *([f"workers: {workers}"] if workers != 1 else []),
+        # Each worker count its own spool folder too: rows one run spilled must not be
+        # replayed by the next one into its tables (they would count as its own).
+        *([f"workers: {workers}", "spool:", f"  path: spool-w{workers}"] if workers != 1 else []),
         "database:",
         f'  url: "mysql://{MYSQL["user"]}@{MYSQL["host"]}:{MYSQL["port"]}/{database}"',
         "devices:",
