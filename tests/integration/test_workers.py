@@ -475,3 +475,15 @@ async def test_with_the_database_down_each_worker_spools_only_its_own_devices(tm
         for row in rows:
             by_device_tick[(row.device_id, row.tick_s)].append(row.param_id)
         assert all(sorted(params) == sorted(PARAMS) for params in by_device_tick.values()), by_device_tick
+
+    # ``check`` shows the shares and what each worker's spool holds (read-only, the service is stopped).
+    checked = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "susee", "--config", str(site), "check",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output = (await asyncio.wait_for(checked.communicate(), 30))[0].decode()
+    assert checked.returncode == 1, output  # the database is down
+    assert "workers: 2 processes, devices per worker 3/3" in output, output
+    for index in SHARES:
+        folder = root / f"worker-{index}"
+        assert re.search(rf"spool {re.escape(str(folder))}: \d+ bytes, {inspect(folder).rows} rows waiting", output), output
