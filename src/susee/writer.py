@@ -307,17 +307,21 @@ class Writer:
 
     async def _append(self, rows: list[Sample]) -> bool:
         """Spool ``rows``; False if the spool cannot take them now (acquisition then pauses)."""
+        # Counted for the outage as they go in: the database may come back (and the
+        # "outage ended" line be written) while this append is still in the thread.
+        self._outage_rows += len(rows)
         try:
             dropped = await self._in_thread(self.spool.append, rows)
         except SpoolFull as exc:
+            self._outage_rows = max(0, self._outage_rows - len(rows))
             self._pause(str(exc))
             return False
         except (SpoolError, OSError) as exc:
+            self._outage_rows = max(0, self._outage_rows - len(rows))
             log.error("spool %s: cannot store %d rows: %s", self.spool.folder, len(rows), exc)
             self._pause("the spool cannot be written")
             return False
         self.rows_spooled += len(rows)
-        self._outage_rows += len(rows)
         if dropped:
             self.rows_dropped += dropped
             log.error(
