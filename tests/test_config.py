@@ -86,6 +86,14 @@ BAD_CONFIGS = [
         _edit("id: d02", "id: d01234567890123456789"),
         ["devices[1] (id 'd01234567890123456789')", "field 'id'", "1-20 characters"],
     ),
+    ("workers-2-with-sqlite", VALID + "workers: 2\n", ["workers", "MariaDB"]),
+    ("workers-auto-with-sqlite", VALID + "workers: auto\n", ["workers", "MariaDB"]),
+    *(
+        (f"workers-{name}", _edit("sqlite:///susee-test.db", "mysql://susee@127.0.0.1:3306") + f"workers: {value}\n",
+         ["field 'workers': must be a whole number >= 1 or 'auto'"])
+        for name, value in (("zero", "0"), ("negative", "-3"), ("a-word", "many"), ("a-fraction", "1.5"),
+                            ("a-boolean", "true"))
+    ),
 ]
 
 # Only printed once settings were valid and work began.
@@ -311,3 +319,13 @@ def test_shipped_configs_are_valid(name, monkeypatch, tmp_path):
     site = load_site(str(Path(__file__).parents[1] / "config" / name))
 
     assert site.plans and all(plan.profile is not None for plan in site.plans)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("1", 1), ("3", 3), ('"2"', 2)])
+def test_workers_setting_accepts_a_count_or_auto_with_mariadb(site: Path, value: str, expected) -> None:
+    assert _load(site, MYSQL_SITE + f"workers: {value}\n").workers == expected
+
+
+def test_one_worker_is_the_default_and_fine_with_sqlite(site: Path) -> None:
+    assert _load(site, VALID).workers == 1
+    assert _load(site, VALID + "workers: 1\n").workers == 1

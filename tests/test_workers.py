@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from susee.cli import build_parser
-from susee.config import DeviceSettings, load_settings
+from susee.config import DeviceSettings
 from susee.devices import DevicePlan
 from susee.sample import Sample
 from susee.spool import Spool
@@ -23,7 +23,6 @@ from susee.workers import bus_of, orphan_spools, partition, spool_folder, worker
 
 EXIT_CONFIG = 2
 CLI_TIMEOUT_S = 30  # generous: the processes run in parallel on a busy CI box
-LEGACY_NAMES = ("user_db", "pswd_db", "host_db", "port_db")  # would leak the caller's settings
 TICK_S = 1613644200.0  # 2021-02-18 10:30:00 UTC
 SPOOL_MAX_BYTES = 10 * 1024 * 1024
 
@@ -293,105 +292,4 @@ def test_worker_option_is_hidden_from_help(capsys) -> None:
     assert "--worker" not in shown
 
 
-# --- the workers setting -----------------------------------------------------------
-
-
-SITE = """\
-job_id: "000"
-sample_time: 10
-database:
-  url: "{url}"
-devices:
-  - {{id: d01, profile: pac3200, host: 127.0.0.1, port: 1502, unit: 1}}
-  - {{id: d02, profile: pac3200, host: 127.0.0.2, port: 1502, unit: 1}}
-"""
-SQLITE_URL = "sqlite:///susee-test.db"
-MYSQL_URL = "mysql://susee@127.0.0.1:3306"
-
-# (case id, workers value as YAML, database url, fragments stderr must contain)
-BAD_WORKERS = [
-    ("two-with-sqlite", "2", SQLITE_URL, ["workers", "MariaDB"]),
-    ("auto-with-sqlite", "auto", SQLITE_URL, ["workers", "MariaDB"]),
-    ("zero", "0", MYSQL_URL, ["field 'workers': must be a whole number >= 1 or 'auto'"]),
-    ("negative", "-3", MYSQL_URL, ["field 'workers': must be a whole number >= 1 or 'auto'"]),
-    ("a-word", "many", MYSQL_URL, ["field 'workers': must be a whole number >= 1 or 'auto'"]),
-    ("a-fraction", "1.5", MYSQL_URL, ["field 'workers': must be a whole number >= 1 or 'auto'"]),
-    ("a-boolean", "true", MYSQL_URL, ["field 'workers': must be a whole number >= 1 or 'auto'"]),
-]
-# Only printed (or logged) once the settings were valid and work began.
-START_UP_WORDS = ("enabled device", "reachable", "sampling", "starting", "migrat")
-
-
-def _clean_environ(secrets: Path) -> dict[str, str]:
-    env = {
-        key: value for key, value in os.environ.items()
-        if not key.upper().startswith("SUSEE_") and key.lower() not in LEGACY_NAMES
-    }
-    return env | {"SUSEE_SECRETS_DIR": str(secrets)}
-
-
-@pytest.fixture(scope="module")
-def bad_workers_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
-    """``susee run`` on every bad ``workers`` config at once: one interpreter start-up of wall time."""
-    running = {}
-    for case_id, value, url, _ in BAD_WORKERS:
-        folder = tmp_path_factory.mktemp(case_id)
-        (folder / "secrets").mkdir()
-        path = folder / "site.yaml"
-        path.write_text(SITE.format(url=url) + f"workers: {value}\n", encoding="utf-8")
-        command = [sys.executable, "-m", "susee", "run", "--config", str(path), "--duration", "1"]
-        process = subprocess.Popen(command, cwd=folder, env=_clean_environ(folder / "secrets"),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        running[case_id] = (path, command, process)
-    results = {}
-    try:
-        for case_id, (path, command, process) in running.items():
-            stdout, stderr = process.communicate(timeout=CLI_TIMEOUT_S)
-            results[case_id] = (path, subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
-    finally:
-        for _, _, process in running.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return results
-
-
-@pytest.mark.parametrize(("case_id", "value", "url", "fragments"), BAD_WORKERS, ids=[c[0] for c in BAD_WORKERS])
-def test_run_rejects_a_bad_workers_setting_with_exit_2_naming_it(bad_workers_runs, case_id, value, url, fragments):
-    path, result = bad_workers_runs[case_id]
-
-    assert result.returncode == EXIT_CONFIG, result.stderr
-    assert f"config error: {path}" in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not any(word in result.stdout + result.stderr.lower() for word in START_UP_WORDS), result.stderr
-    assert not (path.parent / "susee-test.db").exists(), "nothing was started"
-
-
-@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("1", 1), ("3", 3), ('"2"', 2)])
-def test_workers_setting_accepts_a_count_or_auto_with_mariadb(tmp_path, monkeypatch, value, expected) -> None:
-    for key in list(os.environ):
-        if key.upper().startswith("SUSEE_") or key.lower() in LEGACY_NAMES:
-            monkeypatch.delenv(key)
-    (tmp_path / "secrets").mkdir()
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(url=MYSQL_URL) + f"workers: {value}\n", encoding="utf-8")
-
-    settings = load_settings(path, environ={"SUSEE_SECRETS_DIR": str(tmp_path / "secrets")})
-
-    assert settings.workers == expected
-
-
-def test_one_worker_is_the_default_and_fine_with_sqlite(tmp_path, monkeypatch) -> None:
-    for key in list(os.environ):
-        if key.upper().startswith("SUSEE_") or key.lower() in LEGACY_NAMES:
-            monkeypatch.delenv(key)
-    (tmp_path / "secrets").mkdir()
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(url=SQLITE_URL), encoding="utf-8")
-    environ = {"SUSEE_SECRETS_DIR": str(tmp_path / "secrets")}
-
-    assert load_settings(path, environ=environ).workers == 1
-    path.write_text(SITE.format(url=SQLITE_URL) + "workers: 1\n", encoding="utf-8")
-    assert load_settings(path, environ=environ).workers == 1
+# The workers setting itself (bad values, defaults) is tested with the other settings in test_config.
