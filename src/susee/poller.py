@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from susee.buses import Backoff, backoff_cap_ticks
@@ -19,6 +19,7 @@ from susee.devices import DevicePlan
 from susee.planner import BlockRead
 from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response
 from susee.sample import Sample
+from susee.shown import first_few
 from susee.ticks import Clock, TickGrid
 from susee.transport import ExceptionResponse, LinkError, ModbusLink
 
@@ -36,7 +37,6 @@ _new_sample = tuple.__new__
 
 Emit = Callable[[list[Sample]], None]
 
-SHOWN_IDS = 5  # device ids named in an aggregated log line; the rest are counted
 
 
 class TickLog:
@@ -67,14 +67,7 @@ class TickLog:
         if not ids:
             return
         self._ids, self._total = {}, 0
-        log.warning("%d device(s) " + self.what + " in the last %g s: %s", len(ids), total, self.period_s, shown_ids(ids))
-
-
-def shown_ids(ids: Iterable[str]) -> str:
-    """The first ``SHOWN_IDS`` ids and how many more: "d1, d2, d3, d4, d5 and 45 more"."""
-    ids = list(ids)
-    more = len(ids) - SHOWN_IDS
-    return ", ".join(ids[:SHOWN_IDS]) + (f" and {more} more" if more > 0 else "")
+        log.warning("%d device(s) " + self.what + " in the last %g s: %s", len(ids), total, self.period_s, first_few(ids))
 
 
 class PollReports:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
-from susee.poller import SHOWN_IDS, Poller, PollReports, shown_ids
+from susee.poller import Poller, PollReports
 from susee.quality import describe
+from susee.shown import SHOWN, first_few
 from susee.sinks import Sink
 from susee.spool import Spool
 from susee.ticks import Clock, TickGrid, WallClock
@@ -104,10 +105,10 @@ class Supervisor:
                     "device %s: %s unit %d at %s, %d params in %d request(s)",
                     plan.id, plan.profile.name, plan.settings.unit, plan.endpoint, len(plan.param_ids), len(plan.blocks),
                 )
-            elif len(missing) > SHOWN_IDS:
+            elif len(missing) > SHOWN:
                 log.debug("device %s: driver not found: %s", plan.id, plan.profile_error)
         log.info("%d device(s) on %d bus(es): %s", len(self.plans), len(self.links), profile_summary(self.plans))
-        if len(missing) <= SHOWN_IDS:  # a few: each is something to fix, name it with its reason
+        if len(missing) <= SHOWN:  # a few: each is something to fix, name it with its reason
             for plan in missing:
                 log.error("device %s: driver not found: %s", plan.id, plan.profile_error)
             return
@@ -115,7 +116,7 @@ class Supervisor:
         for plan in missing:
             by_reason.setdefault(plan.profile_error, []).append(plan.id)
         for reason, ids in by_reason.items():
-            log.error("%d device(s): driver not found: %s: %s", len(ids), reason, shown_ids(ids))
+            log.error("%d device(s): driver not found: %s: %s", len(ids), reason, first_few(ids))
 
     async def main_loop(self, duration_s: float | None) -> None:
         waiters = [asyncio.create_task(self.stop_event.wait())]
@@ -213,7 +214,7 @@ class Supervisor:
     def _log_summary(self) -> None:
         """At stop: totals over all devices; each device with failures or missed ticks named, in few lines."""
         troubled = [p for p in self.pollers if p.stats.codes or p.stats.missed_ticks]
-        named_each = len(troubled) <= SHOWN_IDS
+        named_each = len(troubled) <= SHOWN
         codes: dict[int, int] = {}
         for poller in self.pollers:
             stats = poller.stats
@@ -228,7 +229,7 @@ class Supervisor:
             "%d device(s): %d ticks, %d missed, %d skipped in backoff, failures: %s%s",
             len(self.pollers), sum(p.stats.ticks for p in self.pollers), sum(p.stats.missed_ticks for p in self.pollers),
             sum(p.stats.skipped_polls for p in self.pollers), _describe_codes(codes),
-            f" (devices with failures or missed ticks: {shown_ids(p.plan.id for p in troubled)})"
+            f" (devices with failures or missed ticks: {first_few(p.plan.id for p in troubled)})"
             if troubled and not named_each else "",
         )
         writer = self.writer

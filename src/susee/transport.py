@@ -23,6 +23,7 @@ from pymodbus.framer import FramerType
 from susee.buses import BusScheduler
 from susee.codec import registers_to_bytes
 from susee.fastlink import MAX_CONNECTS_IN_FLIGHT, FastTcpLink
+from susee.shown import first_few
 from susee.modbus import (  # noqa: F401 (re-exported: the names every link user needs)
     READ_FUNCTIONS,
     Endpoint,
@@ -39,9 +40,6 @@ INITIAL_TIMEOUT_S = 1.0
 # Descriptors the process needs besides one per bus: database connections,
 # the spool's files, logging, the interpreter's own.
 SPARE_DESCRIPTORS = 64
-# Failed connects named in the start-up summary; the rest are counted. Enough
-# to see whether one gateway or a whole subnet is missing.
-SHOWN_FAILURES = 5
 
 
 class ModbusLink:
@@ -231,7 +229,7 @@ class ConnectsAhead:
 
     A site of 500 gateways would otherwise write 500 "connected" lines at
     start-up. The links log their own first connect at DEBUG only. Failures
-    are named (the first ``SHOWN_FAILURES``): nothing else tells of them above
+    are named (the first few, see ``susee.shown``): nothing else tells of them above
     DEBUG until the data shows Code 1.
     """
 
@@ -262,11 +260,9 @@ class ConnectsAhead:
                 "connected to %d of %d bus(es) ahead of the first tick in %.1f s", connected, self.buses, elapsed_s,
             )
             return
-        more = len(self.failures) - SHOWN_FAILURES
-        shown = ", ".join(self.failures[:SHOWN_FAILURES]) + (f" and {more} more" if more > 0 else "")
         log.warning(
             "connected to %d of %d bus(es) ahead of the first tick in %.1f s; %d failed: %s",
-            connected, self.buses, elapsed_s, len(self.failures), shown,
+            connected, self.buses, elapsed_s, len(self.failures), first_few(self.failures),
         )
 
 
