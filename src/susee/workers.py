@@ -212,12 +212,10 @@ class Workers:
             self.processes[index] = process
             code = await process.wait()
             self.exit_codes[index] = code
-            finished = self.stopping or (self.deadline is not None and time.monotonic() >= self.deadline - 0.5)
-            if finished and code in (0, -signal.SIGTERM, -signal.SIGINT):
+            if code == 0 or self.stopping:  # its duration ended, or it was told to stop
                 return
-            if code == 0 or code == EXIT_CONFIG or self.stopping:
-                if code and not self.stopping:
-                    log.error("worker %d/%d exited with code %d: not restarting it", index, self.count, code)
+            if code == EXIT_CONFIG:
+                log.error("worker %d/%d exited with code %d: not restarting it", index, self.count, code)
                 return
             if time.monotonic() - started >= STABLE_AFTER_S:
                 backoff_s = RESTART_FIRST_S
