@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+from susee.modbus import Answer, read_one_by_one
 from susee.sample import Sample
 from susee.spool import Spool
 
@@ -35,3 +37,15 @@ def spooled_rows(folder: Path) -> list[Sample]:
         return [] if batch is None else batch.samples
     finally:
         spool.close()
+
+
+class ReadsInTurn:
+    """Gives a test double that has ``read()`` the links' ``read_many`` (the contract in ``susee.modbus``).
+
+    Each answer is stamped with ``self.clock.now()`` if the double has a
+    clock, else with the wall clock.
+    """
+
+    async def read_many(self, unit: int, reads, timeout_s: float) -> list[Answer]:
+        clock = getattr(self, "clock", None)
+        return await read_one_by_one(self.read, unit, reads, timeout_s, clock.now if clock is not None else time.time)

@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from support import FakeClock
+from support import FakeClock, ReadsInTurn
 from susee.buses import Backoff
 from susee.config import DeviceSettings, Settings
 from susee.devices import DevicePlan, plan_devices
@@ -138,7 +138,7 @@ async def test_a_device_that_stays_silent_is_reported_once_not_at_every_probe(ca
     ]
 
 
-class DeadGateway:
+class DeadGateway(ReadsInTurn):
     """A link whose every request goes out and gets no answer in time."""
 
     async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> list[int]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support import ReadsInTurn
 from susee.codec import registers_to_bytes
 from susee.config import ConfigError, DeviceSettings, Settings, load_settings
 from susee.devices import DevicePlan, plan_devices
@@ -439,7 +440,7 @@ class _Clock:
         raise AssertionError
 
 
-class _Link:
+class _Link(ReadsInTurn):
     """Answers reads from a memory per function code; some (function, address) fail."""
 
     def __init__(self, memory: dict[int, dict[int, int]], failing: dict[tuple[int, int], Exception] | None = None):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from support import FakeClock
+from support import FakeClock, ReadsInTurn
 from susee.config import DeviceSettings
 from susee.devices import DevicePlan
 from susee.planner import plan_reads
@@ -20,7 +20,7 @@ T0 = 1_700_000_000.0
 PERIOD_S = 10.0
 
 
-class SlowLink:
+class SlowLink(ReadsInTurn):
     """A device whose every answer takes ``read_s`` virtual seconds (all registers 0)."""
 
     def __init__(self, clock: FakeClock, read_s: float) -> None:

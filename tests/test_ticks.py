@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from support import FakeClock
+from support import FakeClock, ReadsInTurn
 from susee.codec import registers_to_bytes
 from susee.config import DeviceSettings
 from susee.devices import DevicePlan
@@ -91,8 +91,8 @@ def test_tick_grid_with_shift_does_not_drift_over_a_day() -> None:
 
 
 
-class FakeLink:
-    """A device that answers after ``read_s`` virtual seconds, one request at a time.
+class FakeLink(ReadsInTurn):
+    """A device that answers after ``read_s`` virtual seconds, one request at a time, as a link does.
 
     ``memory`` maps register address -> word (unmapped words read as 0);
     ``short`` caps how many registers the answer to a block carries.

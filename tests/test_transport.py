@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from support import FakeClock
+from support import FakeClock, ReadsInTurn
 from susee import transport
 from susee.buses import Backoff, BusScheduler, backoff_cap_ticks
 from susee.config import ConfigError, DeviceSettings, load_settings
@@ -403,6 +403,34 @@ async def test_turns_ending_inside_their_grant_keep_the_round_robin_and_do_not_r
     assert turns.granted[-1] == "next"  # the bus went idle, and a new round starts
 
 
+async def test_a_round_starts_as_soon_as_every_device_of_the_bus_has_queued() -> None:
+    bus = BusScheduler("gateway", gather_s=0.01)
+    turns = CallbackTurns(bus)
+    await asyncio.gather(*(turns.submit(key, ("first", key)) for key in (1, 2, 3)))  # the bus learns its devices
+    bus.gather_s = 5.0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    await asyncio.wait_for(asyncio.gather(*(turns.submit(key, ("second", key)) for key in (1, 2, 3))), 1.0)
+
+    assert loop.time() - started < 0.5  # the third device's request started the round: no 5 s gathering
+    second = [key for tick, key in turns.granted if tick == "second"]
+    assert sorted(second) == [1, 2, 3] and second[0] != turns.granted[0][1]  # the rotation still holds
+
+
+async def test_a_round_waits_the_gathering_for_a_device_that_does_not_queue() -> None:
+    bus = BusScheduler("gateway", gather_s=0.01)
+    turns = CallbackTurns(bus)
+    await asyncio.gather(*(turns.submit(key, ("first", key)) for key in (1, 2, 3)))
+    bus.gather_s = 0.2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    await asyncio.gather(*(turns.submit(key, ("second", key)) for key in (1, 2)))  # 3 is backing off
+
+    assert loop.time() - started >= 0.2 - 0.002  # the loop clock may round to the millisecond
+
+
 async def test_submitted_turns_and_coroutine_turns_share_one_fair_order() -> None:
     bus = BusScheduler("gateway")
     log = BusLog(bus)
@@ -486,7 +514,7 @@ def test_backoff_cap_is_64_ticks_or_5_minutes(period_s, cap_ticks) -> None:
 
 
 
-class SilentLink:
+class SilentLink(ReadsInTurn):
     """A device that times out (after ``timeout_s`` virtual seconds) until ``heal()``."""
 
     def __init__(self, clock: FakeClock) -> None:

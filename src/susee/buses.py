@@ -25,7 +25,8 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 # Pollers of one tick wake within a millisecond or so of each other. On an idle
-# bus the first request waits this long so the others can queue and the
+# bus the first turn waits until every device of the bus has queued its own,
+# or at most this long (a device backing off queues nothing), so that the
 # rotated order, not wake-up order, decides who goes first. 2 ms of Delay is
 # invisible next to one RS485 transaction (about 110 ms for a 64-register read
 # at 19200 baud) and is not paid on a link with a single device.
@@ -46,15 +47,18 @@ class BusScheduler:
 
     ``key`` identifies a device on the bus (its unit id). Within a round,
     every waiting device gets one turn before any device gets a second; a
-    round that starts on an idle bus starts one device further than the last.
-    After each turn the bus stays silent for ``inter_request_delay_s``,
-    measured on the loop clock from the end of that turn.
+    round that starts on an idle bus starts one device further than the last,
+    as soon as every device of the bus has queued a turn (or ``gather_s``
+    after the first did). After each turn the bus stays silent for
+    ``inter_request_delay_s``, measured on the loop clock from the end of that
+    turn. A turn is what its holder makes of it: the links take one per
+    device and tick, for all of the device's requests.
 
     Two ways to take a turn: ``async with bus.turn(key)`` for a coroutine that
-    does its transaction itself (the pymodbus links), and ``submit()`` for a
-    link that starts the transaction from a callback and ends the turn with
-    ``release()`` when the answer (or the timeout) comes: no task wakes up
-    only to send a request. A device alone on its bus is granted its turn at
+    does its transactions itself (the pymodbus links), and ``submit()`` for a
+    link that starts them from callbacks and ends the turn with ``release()``
+    when the last answer (or a timeout) comes: no task wakes up only to send
+    a request. A device alone on its bus is granted its turn at
     once, in the caller, without a trip through the event loop.
     """
 
@@ -65,6 +69,9 @@ class BusScheduler:
         self._ring: list[Hashable] = []  # devices in order of first request
         # Per device: (waiter, grant, payload) in order of submission.
         self._waiting: dict[Hashable, deque[tuple[asyncio.Future, Grant, object]]] = {}
+        self._devices_waiting = 0  # devices whose queue is not empty
+        self._loop: asyncio.AbstractEventLoop | None = None  # bound at the first submit
+        self._gathering: asyncio.TimerHandle | None = None  # a round waiting for the bus's devices to queue
         self._busy = False  # a turn is running or about to be granted
         self._cursor = 0  # ring index where the search for the next turn starts
         self._rounds = 0
@@ -105,14 +112,22 @@ class BusScheduler:
         if queue is None:
             queue = self._waiting[key] = deque()
             self._ring.append(key)
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+        if not queue:
+            self._devices_waiting += 1
         queue.append((waiter, grant, payload))
         if not self._busy:
             self._busy = True
             self._start_round()
+        elif (self._gathering is not None and self._devices_waiting == len(self._ring)
+              and self._last_end + self.inter_request_delay_s <= self._loop.time()):
+            self._gathering.cancel()  # everyone is here: no need to wait out the gathering
+            self._grant_first()
 
     def release(self) -> None:
         """End the current turn: the next one follows after the inter-request delay."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._last_end = loop.time()
         if self.inter_request_delay_s > 0:
             loop.call_at(self._last_end + self.inter_request_delay_s, self._grant_next)
@@ -121,18 +136,19 @@ class BusScheduler:
 
     def _start_round(self) -> None:
         self._rounds += 1
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         ready_at = self._last_end + self.inter_request_delay_s
         if len(self._ring) == 1:
             if self.inter_request_delay_s <= 0 or ready_at <= loop.time():
                 self._grant_first()  # alone on the bus: nobody to gather for, nothing to wait out
                 return
-            start_at = ready_at
-        else:
-            start_at = max(loop.time() + self.gather_s, ready_at)
-        loop.call_at(start_at, self._grant_first)
+            loop.call_at(ready_at, self._grant_first)
+            return
+        start_at = max(loop.time() + self.gather_s, ready_at)
+        self._gathering = loop.call_at(start_at, self._grant_first)
 
     def _grant_first(self) -> None:
+        self._gathering = None
         self._cursor = (self._rounds - 1) % len(self._ring)
         self._grant_next()
 
@@ -157,6 +173,8 @@ class BusScheduler:
             queue = self._waiting[ring[index]]
             while queue:
                 waiter, grant, payload = queue.popleft()
+                if not queue:
+                    self._devices_waiting -= 1
                 if not waiter.done():  # skip requests cancelled while waiting
                     # Not reduced modulo count: a device joining the ring meanwhile is next.
                     self._cursor = index + 1

@@ -4,10 +4,12 @@ pymodbus spends 40-55 µs of CPU per request (a task, a lock, a timer and
 several layers per transaction); a site of thousands of meters needs a tenth
 of that. This client does only what the service asks of a Modbus TCP link:
 read function codes 1-4, MBAP framing with transaction ids, one transaction
-at a time per connection. The bus scheduler's turn starts the request from a
-callback and the answer (or the timeout) ends it, so a request costs one
-future and one wake-up of the poller; the timeout is one loop timer per link,
-re-armed only when it fires before the request in flight is due.
+at a time per connection. The bus scheduler's grant sends a request from a
+callback and its answer ends the turn, queueing the device's next read of
+the tick (``read_many``, see ``modbus``), so a device-tick costs one future
+and one wake-up of the poller however many requests it takes; the timeout
+is one loop timer per link, re-armed only when it fires before the request
+in flight is due.
 
 What a read gives is what the pymodbus link gives, so the poller cannot tell
 them apart:
@@ -28,6 +30,9 @@ them apart:
   lets such a request run into its timeout; failing at once holds the bus for
   no timeout, like a refused connect). The next read reconnects.
 
+A ``LinkError`` ends the device's tick: its later reads are not sent. Each
+answer is stamped with the wall-clock time it arrived.
+
 Frames that do not belong to the request in flight (another transaction id,
 or another unit when the request named one) are dropped and the request goes
 on waiting for its own answer, as pymodbus does. A frame that is not Modbus
@@ -42,9 +47,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
+from collections.abc import Sequence
 
 from susee.buses import BusScheduler
-from susee.modbus import READ_FUNCTIONS, Endpoint, ExceptionResponse, LinkError
+from susee.modbus import Answer, Endpoint, ExceptionResponse, LinkError, Read, check_reads, unsent_answers
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ FRAME_MIN = MBAP.size  # header and function code: enough to know a frame's leng
 LENGTH_MIN, LENGTH_MAX = 2, 254  # MBAP length: unit + PDU of 1..253 bytes
 HEAD_BYTES = 6  # the MBAP bytes before the ones counted by its length field
 DATA_AT = 9  # offset of the first data byte in a read response (after the byte count)
+# Builds an Answer in C (the NamedTuple's own __new__ is a Python-level call), for every answer.
+_new_answer = tuple.__new__
 
 
 class _Connection(asyncio.Protocol):
@@ -90,6 +99,24 @@ class _Connection(asyncio.Protocol):
         self.link._lost(self, exc)
 
 
+class _Reads:
+    """A device's reads of a tick: each one a turn on the bus, the next queued when one is answered."""
+
+    __slots__ = ("unit", "reads", "timeout_s", "connect_failures", "answers", "single")
+
+    def __init__(self, unit: int, reads: Sequence[Read], timeout_s: float, connect_failures: int, single: bool) -> None:
+        self.unit = unit
+        self.reads = reads
+        self.timeout_s = timeout_s
+        self.connect_failures = connect_failures  # the link's count when the next read was queued
+        self.answers: list[Answer] = []
+        self.single = single  # read(): the waiter gets the outcome itself, not a list of answers
+
+    @property
+    def next_read(self) -> Read:
+        return self.reads[len(self.answers)]
+
+
 class FastTcpLink:
     """Modbus TCP (socket framer) to one host and port, shared by the devices behind it."""
 
@@ -101,11 +128,13 @@ class FastTcpLink:
         self.endpoint = endpoint
         self.bus = BusScheduler(str(endpoint), inter_request_delay_s)
         self._connect_slots = connect_slots  # shared by a pool's links; None: not bounded
+        self._loop: asyncio.AbstractEventLoop | None = None  # bound at the first read
         self._conn: _Connection | None = None
         self._buffer = b""
         self._tid = 0  # transaction id of the last request sent (1..65535)
-        self._pending: asyncio.Future | None = None  # the request in flight
-        self._pending_request: tuple = ()  # its (unit, function, address, count, timeout_s, failures)
+        self._turn: _Reads | None = None  # the reads whose turn holds the bus
+        self._waiter: asyncio.Future | None = None  # their waiter
+        self._sent = False  # the turn's request is on the wire, waiting for its answer
         self._deadline = 0.0  # loop time by which it must be answered
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -115,22 +144,33 @@ class FastTcpLink:
         self._connect_failures = 0
         self._opening: asyncio.Task | None = None  # the connect attempt in flight
         self._connected_before = False  # a connect now is a reconnect: logged at INFO
-        self._tasks: set[asyncio.Task] = set()  # reads waiting for a connect
+        self._tasks: set[asyncio.Task] = set()  # turns waiting for a connect
         self._closed = False
-        self._grant = self._start  # bound once: the bus calls it for every request
+        self._grant = self._start  # bound once: the bus calls it for every turn
+
+    def read_many(self, unit: int, reads: Sequence[Read], timeout_s: float) -> asyncio.Future[list[Answer]]:
+        """One device's reads of a tick; await one Answer per read (see ``modbus``).
+
+        The first read is queued on the bus when read_many() is called.
+        """
+        return self._queue(unit, reads, timeout_s, single=False)
 
     def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> asyncio.Future[bytes | list[int]]:
         """Read ``count`` registers (or bits); await the result: registers' bytes, or bits as ints.
 
-        Raises (from the await) LinkError or ExceptionResponse. The list may
+        Raises (from the await) LinkError or ExceptionResponse. The result may
         be shorter than ``count`` if the device sent less; the caller judges
         that. The request is queued on the bus when read() is called.
         """
-        if function not in READ_FUNCTIONS:
-            raise ValueError(f"function {function} is not a read")
-        waiter = asyncio.get_running_loop().create_future()
-        request = (unit, function, address, count, timeout_s, self._connect_failures)
-        self.bus.submit(unit, waiter, self._grant, request)
+        return self._queue(unit, (Read(function, address, count),), timeout_s, single=True)
+
+    def _queue(self, unit: int, reads: Sequence[Read], timeout_s: float, single: bool) -> asyncio.Future:
+        check_reads(reads)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self.bus.submit(unit, waiter, self._grant, _Reads(unit, reads, timeout_s, self._connect_failures, single))
         return waiter
 
     def open_ahead(self, timeout_s: float = CONNECT_AHEAD_TIMEOUT_S) -> asyncio.Task | None:
@@ -140,7 +180,7 @@ class FastTcpLink:
         return None
 
     def close(self) -> None:
-        """Close the connection; requests still queued or in flight fail with LinkError."""
+        """Close the connection; turns still queued or in flight fail with LinkError."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
@@ -148,70 +188,92 @@ class FastTcpLink:
         for task in (*self._tasks, *([self._opening] if self._opening else [])):
             task.cancel()
         self._drop_connection()
-        self._fail_pending(LinkError(f"{self.endpoint}: link closed"))
+        self._fail_turn(LinkError(f"{self.endpoint}: link closed"))
 
-    # -- a turn on the bus: send, then wait for the answer or the deadline ------
+    # -- a turn on the bus: a read sent, then its answer or its deadline awaited -----
 
-    def _start(self, waiter: asyncio.Future, request: tuple) -> None:
-        """The bus is this request's (a BusScheduler grant): send it, or connect first."""
+    def _start(self, waiter: asyncio.Future, turn: _Reads) -> None:
+        """The bus is this read's (a BusScheduler grant): send it, or connect first."""
+        self._turn, self._waiter = turn, waiter
         conn = self._conn
         if conn is not None and not conn.transport.is_closing():
-            self._send(conn, waiter, request)
+            self._send(conn)
         elif self._closed:
-            self._end_unsent(waiter, LinkError(f"{self.endpoint}: link closed"))
-        elif request[5] != self._connect_failures:
-            self._end_unsent(waiter, LinkError(f"cannot connect to {self.endpoint} (failed while this request waited)"))
+            self._fail_turn(LinkError(f"{self.endpoint}: link closed"))
+        elif turn.connect_failures != self._connect_failures:
+            self._fail_turn(LinkError(f"cannot connect to {self.endpoint} (failed while this request waited)"))
         else:
-            task = asyncio.get_running_loop().create_task(self._connect_and_send(waiter, request))
+            task = self._loop.create_task(self._connect_and_send(turn))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _send(self, conn: _Connection, waiter: asyncio.Future, request: tuple) -> None:
-        unit, function, address, count, timeout_s, _ = request
+    def _send(self, conn: _Connection) -> None:
+        """Send the turn's read and arm the deadline for its answer."""
+        turn = self._turn
+        function, address, count = turn.next_read
         tid = self._tid = self._tid % 0xFFFF + 1
-        conn.transport.write(READ_REQUEST.pack(tid, 0, 6, unit, function, address, count))
-        self._pending = waiter
-        self._pending_request = request
-        loop = asyncio.get_running_loop()
-        deadline = self._deadline = loop.time() + timeout_s
+        conn.transport.write(READ_REQUEST.pack(tid, 0, 6, turn.unit, function, address, count))
+        self._sent = True
+        deadline = self._deadline = self._loop.time() + turn.timeout_s
         if deadline < self._timer_at:  # no timer yet, or one that would fire too late
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = loop.call_at(deadline, self._expire)
+            self._timer = self._loop.call_at(deadline, self._expire)
             self._timer_at = deadline
 
     def _expire(self) -> None:
-        """The link's timer: time out the request in flight if it is due, else wait for it."""
+        """The link's timer: time out the request on the wire if it is due, else wait for it."""
         self._timer, self._timer_at = None, float("inf")
-        waiter = self._pending
-        if waiter is None:
+        if not self._sent:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         if loop.time() + TIMER_SLACK_S < self._deadline:  # armed for an earlier request
             self._timer = loop.call_at(self._deadline, self._expire)
             self._timer_at = self._deadline
             return
-        timeout_s = self._pending_request[4]
+        timeout_s = self._turn.timeout_s
         self._timeouts_in_row += 1
         if self._timeouts_in_row >= RECONNECT_AFTER_TIMEOUTS:
             log.info("%s: no answer to %d requests in a row, reconnecting", self.endpoint, self._timeouts_in_row)
             self._drop_connection()
-        self._finish(LinkError(f"no answer within {timeout_s:g} s", timed_out=True))
+        self._answered(LinkError(f"no answer within {timeout_s:g} s", timed_out=True))
 
-    def _finish(self, outcome: bytes | list[int] | Exception) -> None:
-        """End the turn of the request in flight with ``outcome``."""
-        waiter = self._pending
-        self._pending = None
-        if not waiter.done():  # its reader may have been cancelled
+    def _answered(self, outcome: bytes | list[int] | Exception) -> None:
+        """The turn's read ended with ``outcome`` (answered, failed, or not sent): end the turn."""
+        turn = self._turn
+        answers = turn.answers
+        received_s = time.time()
+        answers.append(_new_answer(Answer, (outcome, received_s)))
+        left = len(turn.reads) - len(answers)
+        if left and isinstance(outcome, LinkError):
+            answers += unsent_answers(outcome, received_s, left)
+        self._end_turn()
+
+    def _end_turn(self) -> None:
+        """Queue the device's next read, or hand its answers to the waiter; then the bus to the next turn."""
+        turn, waiter = self._turn, self._waiter
+        self._turn = self._waiter = None
+        self._sent = False
+        if waiter.done():  # its reader was cancelled: nothing more to read or tell
+            pass
+        elif len(turn.answers) < len(turn.reads):
+            # Queued before the release, so the bus does not go idle (and gather) in between.
+            turn.connect_failures = self._connect_failures
+            self.bus.submit(turn.unit, waiter, self._grant, turn)
+        elif not turn.single:
+            waiter.set_result(turn.answers)
+        else:
+            outcome = turn.answers[0][0]
             if isinstance(outcome, Exception):
                 waiter.set_exception(outcome)
             else:
                 waiter.set_result(outcome)
         self.bus.release()
 
-    def _fail_pending(self, error: LinkError) -> None:
-        if self._pending is not None:
-            self._finish(error)
+    def _fail_turn(self, error: LinkError) -> None:
+        """End the turn holding the bus, if any, with ``error`` for its read and the device's later ones."""
+        if self._turn is not None:
+            self._answered(error)
 
     # -- the connection's callbacks ------------------------------------------------
 
@@ -225,23 +287,23 @@ class FastTcpLink:
             tid, protocol, length, unit, function = MBAP.unpack_from(buffer, pos)
             if protocol or not LENGTH_MIN <= length <= LENGTH_MAX:
                 self._drop_connection()
-                self._fail_pending(LinkError(f"{self.endpoint}: not Modbus TCP (protocol {protocol}, length {length})"))
+                self._fail_turn(LinkError(f"{self.endpoint}: not Modbus TCP (protocol {protocol}, length {length})"))
                 return
             end = pos + HEAD_BYTES + length
             if end > size:
                 break
-            request = self._pending_request
-            if self._pending is not None and tid == self._tid and (unit == request[0] or not request[0]):
-                self._finish(self._decode(buffer, pos, end, function, request))
+            turn = self._turn
+            if self._sent and tid == self._tid and (unit == turn.unit or not turn.unit):
+                self._answered(self._decode(buffer, pos, end, function, turn.next_read))
             else:
                 log.debug("%s: dropped a frame of transaction %d, unit %d (late or stray)", self.endpoint, tid, unit)
             pos = end
         self._buffer = buffer[pos:] if pos < size else b""
 
-    def _decode(self, buffer: bytes, pos: int, end: int, function: int, request: tuple) -> bytes | list[int] | Exception:
-        """The answer to ``request`` in ``buffer[pos:end]``: values or the exception to raise."""
+    def _decode(self, buffer: bytes, pos: int, end: int, function: int, read: Read) -> bytes | list[int] | Exception:
+        """The answer to ``read`` in ``buffer[pos:end]``: values or the exception it ended with."""
         self._timeouts_in_row = 0
-        asked = request[1]
+        asked = read[0]
         if end - pos >= DATA_AT:
             if function == asked:
                 byte_count = buffer[pos + DATA_AT - 1]
@@ -250,7 +312,7 @@ class FastTcpLink:
                         return buffer[pos + DATA_AT : pos + DATA_AT + (byte_count & ~1)]
                     # As pymodbus: every data byte of the frame, least significant bit first.
                     bits = [(byte >> i) & 1 for byte in buffer[pos + DATA_AT : end] for i in range(8)]
-                    return bits[: request[3]]
+                    return bits[: read[2]]
             elif function == asked | 0x80:
                 return ExceptionResponse(buffer[pos + DATA_AT - 1])
         return LinkError(f"{self.endpoint}: malformed answer (function {function}, {end - pos} bytes) to fc {asked}")
@@ -261,7 +323,7 @@ class FastTcpLink:
         self._conn = None
         self._buffer = b""
         log.info("%s: connection lost%s", self.endpoint, f" ({exc})" if exc else "")
-        self._fail_pending(LinkError(f"{self.endpoint}: connection lost"))
+        self._fail_turn(LinkError(f"{self.endpoint}: connection lost"))
 
     def _drop_connection(self) -> None:
         conn, self._conn, self._buffer = self._conn, None, b""
@@ -270,28 +332,23 @@ class FastTcpLink:
 
     # -- connecting ------------------------------------------------------------------
 
-    async def _connect_and_send(self, waiter: asyncio.Future, request: tuple) -> None:
+    async def _connect_and_send(self, turn: _Reads) -> None:
         """Connect (or join the attempt in flight), then send: a turn that found no connection."""
         try:
-            conn = await self._connection(request[4])
-        except asyncio.CancelledError:  # the link is closing
-            self._end_unsent(waiter, LinkError(f"{self.endpoint}: link closed"))
+            conn = await self._connection(turn.timeout_s)
+        except asyncio.CancelledError:  # the link is closing (close() has failed the turn)
             raise
         except LinkError as exc:
-            self._end_unsent(waiter, exc)
+            self._fail_turn(exc)
+            return
+        if self._turn is not turn:  # failed meanwhile
             return
         if conn.transport.is_closing():
-            self._end_unsent(waiter, LinkError(f"{self.endpoint}: connection closed by the peer at once"))
-        elif waiter.done():  # its reader was cancelled meanwhile
-            self.bus.release()
+            self._fail_turn(LinkError(f"{self.endpoint}: connection closed by the peer at once"))
+        elif self._waiter.done():  # its reader was cancelled meanwhile
+            self._end_turn()
         else:
-            self._send(conn, waiter, request)
-
-    def _end_unsent(self, waiter: asyncio.Future, error: LinkError) -> None:
-        """End a turn whose request never went out."""
-        if not waiter.done():
-            waiter.set_exception(error)
-        self.bus.release()
+            self._send(conn)
 
     async def _connection(self, timeout_s: float) -> _Connection:
         """An open connection within ``timeout_s``, joining a connect already in flight."""
@@ -303,7 +360,9 @@ class FastTcpLink:
             raise LinkError(f"cannot connect to {self.endpoint} within {timeout_s:g} s") from None
 
     def _open(self, timeout_s: float) -> asyncio.Task:
-        opening = self._opening = asyncio.get_running_loop().create_task(self._connect(timeout_s))
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        opening = self._opening = self._loop.create_task(self._connect(timeout_s))
         opening.add_done_callback(self._opened)
         return opening
 

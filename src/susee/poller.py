@@ -3,7 +3,9 @@
 This is the one place where read failures become quality codes. A failed
 block still yields one row per param, so gaps show in the table. Reads of a
 device never overlap: a poll that overruns skips the ticks it missed (counted
-and logged), it never queues them up.
+and logged), it never queues them up. A tick's blocks are one turn on the
+device's bus (``read_many``): the task wakes once for the tick and once for
+all the answers, each stamped with its arrival time, which gives its Delay.
 """
 
 from __future__ import annotations
@@ -21,14 +23,11 @@ from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_respo
 from susee.sample import Sample
 from susee.shown import first_few
 from susee.ticks import Clock, TickGrid
-from susee.transport import ExceptionResponse, LinkError, ModbusLink
+from susee.transport import Answer, ExceptionResponse, Link, LinkError, Read
 
 log = logging.getLogger(__name__)
 
-# Failures after which the device is assumed unreachable for the rest of the
-# tick: its remaining blocks get the same code without waiting another timeout.
-# Plain ints: an IntFlag operation costs a Python-level call, twice per device-tick.
-_TICK_ENDING_CODES = int(Code.ERR_CONNECTION)
+# Plain ints: an IntFlag operation costs a Python-level call, on every device-tick.
 _NO_ANSWER = int(Code.ERR_CONNECTION)
 _VALUE_NAN = int(Code.VALUE_NAN)
 # Builds a Sample from a tuple of its fields in C; Sample(...) goes through a
@@ -111,7 +110,7 @@ class PollStats:
 class Poller:
     """Polls one device on the shared tick grid and emits its samples."""
 
-    def __init__(self, plan: DevicePlan, link: ModbusLink | None, grid: TickGrid, clock: Clock, emit: Emit,
+    def __init__(self, plan: DevicePlan, link: Link | None, grid: TickGrid, clock: Clock, emit: Emit,
                  reports: PollReports | None = None) -> None:
         self.plan = plan
         self.reports = reports or PollReports(grid.period_s)
@@ -123,7 +122,7 @@ class Poller:
         self.paused: Callable[[], bool] = lambda: False  # the supervisor's "spool full: skip this tick"
         self.stats = PollStats()
         self.backoff = Backoff(plan.id, backoff_cap_ticks(grid.period_s), self.reports)
-        self._timed_out = False  # a read of the current poll got no answer in time
+        self._reads = tuple(Read(block.function, block.address, block.count) for block in plan.blocks)
         self.busy = False  # inside a poll: let it finish rather than cancel it
         self.next_tick_s = float("inf")
         self._stop_after_s: float | None = None
@@ -166,46 +165,60 @@ class Poller:
         if self.plan.profile is None or self.link is None:
             delay_ms = (self.clock.now() - tick_s) * 1000.0
             return [Sample(self.plan.id, DRIVER_NOT_FOUND_PARAM, tick_s, None, delay_ms, Code.DRIVER_NOT_FOUND)]
-        samples: list[Sample] = []
-        ending_code = 0
-        self._timed_out = False
         if self.backoff.skip():  # a silent device's tick: every block gets Code 1, unread
             self.stats.skipped_polls += 1
-            ending_code = int(Code.ERR_CONNECTION)
-        for block in self.plan.blocks:
-            if ending_code:
-                delay_ms = (self.clock.now() - tick_s) * 1000.0
-                samples.extend(self._failed(block, tick_s, delay_ms, ending_code))
-                continue
-            samples.extend(await self._read_block(block, tick_s))
-            last_code = samples[-1].code
-            if last_code & _TICK_ENDING_CODES:
-                ending_code = last_code
-        answered = any(not sample.code & _NO_ANSWER for sample in samples)
-        self.backoff.record(timed_out=self._timed_out, answered=answered)
+            delay_ms = (self.clock.now() - tick_s) * 1000.0
+            samples = [sample for block in self.plan.blocks
+                       for sample in self._failed(block, tick_s, delay_ms, _NO_ANSWER)]
+        else:
+            samples = self._samples(await self._answers(), tick_s)
         finish = self.plan.finish  # scale registers: apply exponents, drop their rows
         return samples if finish is None else finish(samples)
 
-    async def _read_block(self, block: BlockRead, tick_s: float) -> list[Sample]:
+    async def _answers(self) -> list[Answer]:
+        """The device's reads of this tick, one turn of the bus and one wake-up however many blocks."""
         settings = self.plan.settings
         try:
-            data = await self.link.read(settings.unit, block.function, block.address, block.count, settings.timeout)
-        except Exception as exc:  # every failure becomes a code, in this one place
-            code = code_for_failure(exc)
-            self._timed_out |= isinstance(exc, LinkError) and exc.timed_out
-            delay_ms = (self.clock.now() - tick_s) * 1000.0
-            self._count_failure(code)
-            if code == Code.DRIVER_ERROR:
-                self._unexpected("unexpected error reading %d+%d", block.address, block.count)
+            return await self.link.read_many(settings.unit, self._reads, settings.timeout)
+        except Exception as exc:  # a link that raised instead of answering: every block gets Code 2
+            return [Answer(exc, self.clock.now())] * len(self._reads)
+
+    def _samples(self, answers: list[Answer], tick_s: float) -> list[Sample]:
+        """Rows of every block from its answer; the Delay of each is when its own answer came."""
+        samples: list[Sample] = []
+        timed_out = answered = unreachable = False
+        for block, (outcome, received_s) in zip(self.plan.blocks, answers):
+            delay_ms = (received_s - tick_s) * 1000.0
+            if unreachable:  # not sent after a connection failure: the same code, not counted again
+                samples += self._failed(block, tick_s, delay_ms, _NO_ANSWER)
+            elif not isinstance(outcome, Exception):
+                answered = True
+                samples += self._received(block, outcome, tick_s, delay_ms)
             else:
-                log.debug("device %s: read %d+%d failed: %s", settings.id, block.address, block.count, exc)
-            return self._failed(block, tick_s, delay_ms, code)
-        delay_ms = (self.clock.now() - tick_s) * 1000.0
+                samples += self._read_failed(block, outcome, tick_s, delay_ms)
+                if isinstance(outcome, LinkError):
+                    unreachable = True
+                    timed_out |= outcome.timed_out
+                else:
+                    answered = True  # an exception response is an answer: the device is there
+        self.backoff.record(timed_out=timed_out, answered=answered)
+        return samples
+
+    def _read_failed(self, block: BlockRead, exc: Exception, tick_s: float, delay_ms: float) -> list[Sample]:
+        code = code_for_failure(exc)  # every failure becomes a code, in this one place
+        self._count_failure(code)
+        if code == Code.DRIVER_ERROR:
+            self._unexpected("unexpected error reading %d+%d", block.address, block.count, exc_info=exc)
+        else:
+            log.debug("device %s: read %d+%d failed: %s", self.plan.id, block.address, block.count, exc)
+        return self._failed(block, tick_s, delay_ms, code)
+
+    def _received(self, block: BlockRead, data: bytes | list[int], tick_s: float, delay_ms: float) -> list[Sample]:
         # Registers come as their wire bytes, bits as 0/1 ints (see the links).
         received = len(data) >> 1 if block.function >= 3 else len(data)
         if received < block.count:
             self._count_failure(Code.LENREG_ZERO)
-            log.debug("device %s: %d of %d registers at %d", settings.id, received, block.count, block.address)
+            log.debug("device %s: %d of %d registers at %d", self.plan.id, received, block.count, block.address)
             return self._failed(block, tick_s, delay_ms, Code.LENREG_ZERO)
         return self._decoded(block, data, tick_s, delay_ms)
 
@@ -249,13 +262,15 @@ class Poller:
     def _failed(self, block: BlockRead, tick_s: float, delay_ms: float, code: int) -> list[Sample]:
         return [Sample(self.plan.id, pid, tick_s, None, delay_ms, int(code)) for pid in block.param_ids]
 
-    def _unexpected(self, message: str, *args: object) -> None:
-        """Log the error being handled: in full the first time, then in the shared per-period line."""
+    def _unexpected(self, message: str, *args: object, exc_info: BaseException | bool = True) -> None:
+        """Log an unexpected error (by default the one being handled): in full the first time,
+        then in the shared per-period line."""
         if self._told_unexpected:
             self.reports.errors.add(self.plan.id)
             return
         self._told_unexpected = True
-        log.exception("device %s: " + message + " (further ones are counted, not shown)", self.plan.id, *args)
+        log.error("device %s: " + message + " (further ones are counted, not shown)", self.plan.id, *args,
+                  exc_info=exc_info)
 
     def _count_failure(self, code: int) -> None:
         self.stats.failed_blocks += 1

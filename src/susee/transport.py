@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -26,11 +26,15 @@ from susee.fastlink import MAX_CONNECTS_IN_FLIGHT, FastTcpLink
 from susee.shown import first_few
 from susee.modbus import (  # noqa: F401 (re-exported: the names every link user needs)
     READ_FUNCTIONS,
+    Answer,
     Endpoint,
     ExceptionResponse,
     LinkError,
+    Read,
     SerialEndpoint,
+    check_reads,
     endpoint_of,
+    read_one_by_one,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,11 @@ class ModbusLink:
         # fail at once instead of each waiting another connect timeout.
         self._connect_failed_at = float("-inf")
         self._connected_before = False  # a connect now is a reconnect: logged at INFO
+
+    async def read_many(self, unit: int, reads: Sequence[Read], timeout_s: float) -> list[Answer]:
+        """One device's reads of a tick: one Answer per read (see ``modbus``)."""
+        check_reads(reads)
+        return await read_one_by_one(self.read, unit, reads, timeout_s)
 
     async def read(self, unit: int, function: int, address: int, count: int, timeout_s: float) -> bytes | list[int]:
         """Read ``count`` registers (or bits): registers as their wire bytes (big-endian words), bits as 0/1 ints.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import time
 from contextlib import AsyncExitStack
 
 import pytest
@@ -322,6 +323,70 @@ async def test_many_concurrent_reads_on_one_link_go_out_one_at_a_time(link, raw)
     assert len(raw.requests) == len(reads)
     # Round robin: every unit's first request before any unit's second.
     assert sorted(unit for unit, *_ in raw.requests[:10]) == list(range(1, 11))
+
+
+# read_many, the poller's call, on both kinds of link: (reads of unit 1, what each answer is, reads sent).
+DATA_20 = _wire(_word(3, 20), _word(3, 21))
+READ_MANY_CASES = {
+    "answers in order": ([(3, 7, 4), (3, 801, 2)],
+                         [_wire(*(_word(3, 7 + i) for i in range(4))), _wire(_word(3, 801), _word(3, 802))], 2),
+    "an exception response does not end the tick": ([(3, ILLEGAL_ADDRESS, 2), (3, 20, 2)],
+                                                     [("exception", 2), DATA_20], 2),
+    "a timeout ends the tick: the next read is not sent": ([(3, SILENT, 2), (3, 20, 2)],
+                                                           [("link error", True)] * 2, 1),
+    "a dropped connection ends the tick": ([(3, CLOSE, 2), (3, 20, 2)], [LinkError] * 2, 1),
+}
+
+
+def _answer_outcome(outcome):
+    if isinstance(outcome, ExceptionResponse):
+        return ("exception", outcome.exception_code)
+    if isinstance(outcome, LinkError):
+        return ("link error", outcome.timed_out)
+    return outcome
+
+
+@pytest.mark.parametrize("kind", ["lean", "pymodbus"])
+@pytest.mark.parametrize(("reads", "expected", "sent"), READ_MANY_CASES.values(), ids=READ_MANY_CASES.keys())
+async def test_read_many_answers_each_read_in_order_and_stops_at_a_link_error(raw, kind, reads, expected, sent):
+    link = FastTcpLink(raw.endpoint) if kind == "lean" else TcpLink(raw.endpoint)
+    try:
+        queued_s = time.time()
+        answers = await link.read_many(1, reads, 0.3)
+        done_s = time.time()
+    finally:
+        link.close()
+
+    assert len(answers) == len(reads)
+    for (outcome, _), want in zip(answers, expected):
+        if want is LinkError:
+            assert isinstance(outcome, LinkError)
+        else:
+            assert _answer_outcome(outcome) == want
+    received = [received_s for _, received_s in answers]
+    assert queued_s <= received[0] <= received[-1] <= done_s  # each stamped when it came (Delay)
+    if sent < len(reads):  # not sent: the same error at the same time
+        assert answers[-1] == answers[sent - 1]
+    assert [address for _, _, address, _ in raw.requests] == [address for _, address, _ in reads[:sent]]
+
+
+@pytest.mark.parametrize("kind", ["lean", "pymodbus"])
+async def test_read_many_of_several_devices_takes_turns_request_by_request(raw, kind) -> None:
+    link = FastTcpLink(raw.endpoint) if kind == "lean" else TcpLink(raw.endpoint)
+    try:
+        results = await asyncio.gather(*(link.read_many(unit, [(3, 10 * unit, 2), (3, 10 * unit + 5, 2)], 1.0)
+                                         for unit in (1, 2, 3)))
+    finally:
+        link.close()
+
+    assert [[outcome for outcome, _ in answers] for answers in results] == [
+        [_wire(_word(3, 10 * unit), _word(3, 10 * unit + 1)), _wire(_word(3, 10 * unit + 5), _word(3, 10 * unit + 6))]
+        for unit in (1, 2, 3)
+    ]
+    order = [(unit, address % 10) for unit, _, address, _ in raw.requests]
+    # Every device's first request before any device's second, as with one read() per request.
+    assert sorted(order[:3]) == [(1, 0), (2, 0), (3, 0)] and sorted(order[3:]) == [(1, 5), (2, 5), (3, 5)]
+    assert raw.most_outstanding == 1
 
 
 async def test_reader_cancelled_while_waiting_or_in_flight_does_not_block_the_bus(raw, link) -> None:
