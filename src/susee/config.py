@@ -28,9 +28,10 @@ from susee.validation import describe_errors
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,16}$")
 DATABASE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-# idDevice and idParam: varchar(20) columns, and written into SQL as quoted
-# literals (sinks.literals), so never a quote, backslash, space or control
-# character. Checked with fullmatch: '$' alone would let a trailing newline in.
+# idDevice and idParam: varchar(20) columns, shown in logs and checked again by
+# the MariaDB sink before it stores them (sinks.prepared): never a quote,
+# backslash, space or control character. Checked with fullmatch: '$' alone
+# would let a trailing newline in.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,20}$")
 MYSQL_SCHEMES = ("mysql", "mariadb", "mysql+aiomysql")
 # The writer's default queue: QUEUE_TICKS ticks of every device, so that a

@@ -114,6 +114,20 @@ async def test_write_splits_large_batches_into_statements(store):
     assert (count(store, "Raw"), count(store, "Last")) == (2500, 500)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 1023, 1025, 2500])
+async def test_failed_reads_anywhere_in_a_batch_store_null_and_their_code(store, rows):
+    # MariaDB cuts a batch into statements of 1024, 512, ... rows: NULLs at and around every cut.
+    nulls = {0, 1, 511, 512, 513, 1022, 1023, 1024, 1025, 2047, 2048, 2049, rows - 1}
+    batch = [Sample("d01", f"p{n}", TICK, None if n in nulls else n + 0.5, 1.0, 1 if n in nulls else 0)
+             for n in range(rows)]
+
+    await store.sink.write(batch)
+
+    stored = {param: (value, code) for _, _, param, value, _, code in raw_rows(store)}
+    assert stored == {f"p{n}": (None, 1) if n in nulls else (n + 0.5, 0) for n in range(rows)}
+    assert count(store, "Last") == rows
+
+
 # Batches written in order, then what Last holds for (d01, 104): (Date, Value, Code).
 LAST_CASES = {
     "newest in the batch wins": (

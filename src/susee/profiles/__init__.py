@@ -96,7 +96,7 @@ class ParamSpec(BaseModel):
     @field_validator("id")
     @classmethod
     def _id_shape(cls, value: str) -> str:
-        # idParam is written into SQL as a quoted literal (sinks.literals): never a quote or a space.
+        # idParam, like idDevice: checked again by the MariaDB sink (sinks.prepared); never a quote or a space.
         if not ID_PATTERN.fullmatch(value):
             raise ValueError("param id must be 1-20 characters of letters, digits, _ . : -")
         return value

@@ -4,12 +4,12 @@ The connection is made lazily and dropped on any sign that the session is
 gone; the next call reconnects with the target's timeout. Failures surface as
 :class:`SinkError` so the writer keeps (or spools) the batch.
 
-Rows go in as multi-row INSERTs whose values are written by
-``sinks.literals`` (numbers, NULL, our own dates, validated ids), without
-the driver's per-value escaping; each statement of up to
-``ROWS_PER_STATEMENT`` rows is built just before it is sent, so the event
-loop is never held for more than one statement's worth of formatting.
-Everything else (migrations, params, reads) is parameterised.
+Rows go in as prepared multi-row INSERTs in the binary protocol
+(``sinks.prepared``): every value a bound parameter, a DOUBLE its own 8
+bytes; each statement of up to ``prepared.STATEMENT_ROWS`` rows is encoded
+just before it is sent, so the event loop is never held for more than one
+statement's worth of encoding. Everything else (migrations, params, reads)
+is parameterised text.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pymysql
 from susee.config import DATABASE_NAME_PATTERN
 from susee.migrations import MigrationError, assemble, run_migrations, table_names
 from susee.sinks import ParamRow, SinkError, chunks, param_values, recent_queries
-from susee.sinks.literals import RowLiterals, newest_rows
+from susee.sinks.prepared import COLUMNS, Newest, PreparedInsert, RowEncoder, chunk_samples, newest_rows
 
 if TYPE_CHECKING:
     from susee.config import DatabaseTarget
@@ -44,8 +44,9 @@ MIGRATE_LOCK_WAIT_S = 600
 ER_BAD_DB_ERROR = 1049
 # "may not": no privilege on the database, bad credentials, missing grant.
 ACCESS_DENIED = frozenset({1044, 1045, 1142, 1227})
-# Server errors (< 2000) after which the session is gone: shutdown, KILL, idle timeout.
-SESSION_GONE = frozenset({1053, 1927, 4031})
+# Server errors (< 2000) after which the session is gone (shutdown, KILL, idle
+# timeout) or its prepared statements are (1243, unknown statement handler).
+SESSION_GONE = frozenset({1053, 1243, 1927, 4031})
 FIRST_CLIENT_ERROR = 2000  # CR_* codes: lost connection, cannot connect, ...
 
 FAILURES = (pymysql.err.Error, OSError, asyncio.TimeoutError, MigrationError)
@@ -68,20 +69,18 @@ class MariaDBSink:
         self._conn: aiomysql.Connection | None = None
         # One statement at a time on the connection (a ping must not interleave a write).
         self._lock = asyncio.Lock()
-        self._rows = RowLiterals()
-        columns = RowLiterals.COLUMNS
-        self._raw_head = f"INSERT INTO `{raw}` {columns} VALUES "
+        self._encoder = RowEncoder()
         # A replayed row hits uq_sample and changes nothing.
-        self._raw_tail = " ON DUPLICATE KEY UPDATE idNum = idNum"
-        self._last_head = f"INSERT INTO `{last}` {columns} VALUES "
+        self._raw = PreparedInsert(f"INSERT INTO `{raw}` {COLUMNS} VALUES ", " ON DUPLICATE KEY UPDATE idNum = idNum")
         # Assignments run left to right and see the updated columns: Date goes last,
         # so every comparison above it still sees the stored Date.
-        self._last_tail = (
+        self._last = PreparedInsert(
+            f"INSERT INTO `{last}` {COLUMNS} VALUES ",
             " ON DUPLICATE KEY UPDATE"
             " Value = IF(VALUES(`Date`) >= `Date`, VALUES(Value), Value),"
             " Delay = IF(VALUES(`Date`) >= `Date`, VALUES(Delay), Delay),"
             " Code = IF(VALUES(`Date`) >= `Date`, VALUES(Code), Code),"
-            " `Date` = GREATEST(`Date`, VALUES(`Date`))"
+            " `Date` = GREATEST(`Date`, VALUES(`Date`))",
         )
         self._recent_sql = recent_queries(raw, last, "`", "%s")
         self._params_head = f"INSERT INTO `{params}` (idParam, descrITA, descrENG, um, Acronimo) VALUES "
@@ -140,13 +139,10 @@ class MariaDBSink:
                 conn.close()
 
     async def _write_rows(self, conn: aiomysql.Connection, samples: Sequence[Sample]) -> None:
-        newest: dict[str, tuple[float, str]] = {}
-        # No args: the statement is sent as it is (no %-interpolation, no escaping).
-        async with conn.cursor() as cursor:
-            for chunk in chunks(samples):
-                await cursor.execute(self._raw_head + ",".join(self._rows.raw(chunk, newest)) + self._raw_tail)
-            for chunk in chunks(newest_rows(newest)):
-                await cursor.execute(self._last_head + ",".join(chunk) + self._last_tail)
+        newest: Newest = {}
+        for chunk in chunk_samples(samples):
+            await self._raw.insert(conn, self._encoder.encode(chunk, newest))
+        await self._last.insert(conn, newest_rows(newest))
         await conn.commit()
 
     async def _upsert_params(self, conn: aiomysql.Connection, values: list[tuple]) -> None:
