@@ -129,27 +129,32 @@ class Poller:
 
     async def run(self) -> None:
         """Poll on every tick until cancelled or, after the current poll, stopped."""
-        index = self.grid.index_at_or_after(self.clock.now())
+        grid, clock = self.grid, self.clock
+        index = grid.index_at_or_after(clock.now())
+        tick_s = grid.time_of(index)
         while True:
-            tick_s = self.next_tick_s = self.grid.time_of(index)
+            self.next_tick_s = tick_s
             if self._stop_after_s is not None and tick_s > self._stop_after_s:
                 return
-            await self.clock.sleep_until(tick_s)
-            if self.paused():  # acquisition paused (the writer counts the tick as not acquired)
-                index += 1
-                continue
-            self.busy = True
-            try:
-                self.emit(await self.poll(tick_s))
-            finally:
-                self.busy = False
-            self.stats.ticks += 1
-            following = self.grid.index_at_or_after(self.clock.now())
-            skipped = following - index - 1
-            if skipped > 0:
-                self.stats.missed_ticks += skipped
-                self.reports.overruns.add(self.plan.id, skipped)
-            index = max(index + 1, following)
+            await clock.sleep_until(tick_s)
+            if not self.paused():  # paused: the writer counts the tick as not acquired
+                self.busy = True
+                try:
+                    self.emit(await self.poll(tick_s))
+                finally:
+                    self.busy = False
+                self.stats.ticks += 1
+            index += 1
+            tick_s = grid.time_of(index)
+            now_s = clock.now()
+            if now_s > tick_s:  # the poll overran: skip the ticks it missed, never queue them up
+                following = grid.index_at_or_after(now_s)
+                skipped = following - index
+                if skipped > 0:
+                    self.stats.missed_ticks += skipped
+                    self.reports.overruns.add(self.plan.id, skipped)
+                    index = following
+                    tick_s = grid.time_of(index)
 
     def stop(self, at_s: float) -> bool:
         """Poll no tick later than ``at_s``; True if the caller may cancel now.
@@ -171,17 +176,14 @@ class Poller:
             samples = [sample for block in self.plan.blocks
                        for sample in self._failed(block, tick_s, delay_ms, _NO_ANSWER)]
         else:
-            samples = self._samples(await self._answers(), tick_s)
+            settings = self.plan.settings
+            try:  # one turn of the bus per read, one wake-up for all of them
+                answers = await self.link.read_many(settings.unit, self._reads, settings.timeout)
+            except Exception as exc:  # a link that raised instead of answering: every block gets Code 2
+                answers = [Answer(exc, self.clock.now())] * len(self._reads)
+            samples = self._samples(answers, tick_s)
         finish = self.plan.finish  # scale registers: apply exponents, drop their rows
         return samples if finish is None else finish(samples)
-
-    async def _answers(self) -> list[Answer]:
-        """The device's reads of this tick, one turn of the bus and one wake-up however many blocks."""
-        settings = self.plan.settings
-        try:
-            return await self.link.read_many(settings.unit, self._reads, settings.timeout)
-        except Exception as exc:  # a link that raised instead of answering: every block gets Code 2
-            return [Answer(exc, self.clock.now())] * len(self._reads)
 
     def _samples(self, answers: list[Answer], tick_s: float) -> list[Sample]:
         """Rows of every block from its answer; the Delay of each is when its own answer came."""
