@@ -3,11 +3,12 @@
     .venv/bin/python bench/fleet.py --meters 50 500 --duration 15 [--workers 1 2]
 
 For each N: a fresh database ``susee_bench_<random>``, a fleet server process
-(bench/fleet_server.py), then for each ``workers`` setting a generated site
-file and ``python -m susee`` as a subprocess, its process tree (the service
-and its worker processes) measured from the OS accounting over a steady window
-after the warm-up, then the floor client (bench/floor.py) on the same fleet
-and window.
+(bench/fleet_server.c, compiled on first use; bench/fleet_server.py with
+``--fleet python`` or without a C compiler), then for each ``workers``
+setting a generated site file and ``python -m susee`` as a subprocess, its
+process tree (the service and its worker processes) measured from the OS
+accounting over a steady window after the warm-up, then the floor client
+(bench/floor.py) on the same fleet and window.
 Prints one table and the ratio susee / floor of CPU per device-tick. See
 bench/README.md for what each column means and how it is measured.
 """
@@ -40,6 +41,11 @@ import pymysql
 import floor
 
 BENCH = Path(__file__).resolve().parent
+FLEET_SOURCE = BENCH / "fleet_server.c"
+# Compiled on first use, rebuilt when the source is newer; ignored by git.
+FLEET_BINARY = BENCH / ".build" / "fleet_server"
+COMPILERS = ("cc", "gcc", "clang")
+COMPILE_TIMEOUT_S = 120.0
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 JOB_ID = "bench"  # susee's tables: seebenchRaw, seebenchLast
 FLOOR_JOB = "floor"  # the floor's tables in the same database: seefloorRaw, seefloorLast
@@ -243,14 +249,76 @@ class Child:
             return ""
 
 
+@dataclass(frozen=True)
+class FleetServer:
+    """The fleet server program of a run: how to start it and how the header names it."""
+
+    command: tuple[str, ...]
+    description: str
+
+
+def fleet_server(choice: str) -> FleetServer:
+    """The C fleet server (compiled on first use) for ``c``, the Python one for ``python``.
+
+    The C server is the default because the fleet shares the machine's cores
+    with the service under test: the Python one spends ~15 us per request
+    there, which shows in the service's Delay. When the C server cannot be
+    built, one note says why and the Python server stands in.
+    """
+    python = FleetServer((sys.executable, str(BENCH / "fleet_server.py")), "Python, bench/fleet_server.py")
+    if choice == "python":
+        return python
+    binary, problem = build_c_fleet_server()
+    if binary is None:
+        print(f"note: {problem}; using the Python fleet server bench/fleet_server.py instead, which takes more"
+              f" of the shared cores (Delay then includes more of the simulator)", file=sys.stderr, flush=True)
+        return FleetServer(python.command, f"{python.description} (fallback: {problem})")
+    return FleetServer((str(binary),), f"C, {binary.relative_to(BENCH.parent)} built from"
+                                       f" {FLEET_SOURCE.relative_to(BENCH.parent)}")
+
+
+def build_c_fleet_server() -> tuple[Path | None, str]:
+    """bench/.build/fleet_server, compiled with ``cc -O2`` if missing or older than its source.
+
+    Returns the binary, or None and what went wrong. The compiler writes to a
+    temporary name that is then renamed, so a concurrent harness never starts
+    a half-written binary.
+    """
+    try:
+        if FLEET_BINARY.stat().st_mtime >= FLEET_SOURCE.stat().st_mtime:
+            return FLEET_BINARY, ""
+    except FileNotFoundError:
+        pass
+    compiler = next(filter(None, map(shutil.which, COMPILERS)), None)
+    if compiler is None:
+        return None, f"no C compiler found ({', '.join(COMPILERS)})"
+    FLEET_BINARY.parent.mkdir(exist_ok=True)
+    partial = FLEET_BINARY.with_name(f"{FLEET_BINARY.name}.{os.getpid()}.tmp")
+    command = [compiler, "-O2", "-std=c11", "-Wall", "-Wextra", "-o", str(partial), str(FLEET_SOURCE), "-lm"]
+    try:
+        built = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        partial.unlink(missing_ok=True)
+        return None, f"{' '.join(command)} failed: {exc}"
+    if built.returncode != 0:
+        partial.unlink(missing_ok=True)
+        errors = [line for line in built.stderr.splitlines() if "error" in line] or built.stderr.splitlines()
+        return None, f"{Path(compiler).name} could not compile {FLEET_SOURCE.name}: {(errors or ['?'])[0].strip()}"
+    os.replace(partial, FLEET_BINARY)
+    print(f"compiled {FLEET_BINARY.relative_to(BENCH.parent)} from {FLEET_SOURCE.relative_to(BENCH.parent)}"
+          f" with {Path(compiler).name} -O2", file=sys.stderr, flush=True)
+    return FLEET_BINARY, ""
+
+
 class Fleet:
     """The fleet server process: its ports and its connection statistics."""
 
-    def __init__(self, meters: int, units_per_port: int, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, meters: int, units_per_port: int, cwd: Path, env: dict[str, str],
+                 server: FleetServer | None = None) -> None:
         self.units_per_port = units_per_port
         port_count = math.ceil(meters / units_per_port)
-        command = [sys.executable, str(BENCH / "fleet_server.py"), "--ports", str(port_count),
-                   "--units-per-port", str(units_per_port)]
+        server = server if server is not None else fleet_server("c")
+        command = [*server.command, "--ports", str(port_count), "--units-per-port", str(units_per_port)]
         self.child = Child("fleet", command, cwd, env, stdout=subprocess.PIPE)
         info = self._read_json(60.0)
         if info is None or "ports" not in info:
@@ -728,7 +796,8 @@ def cpu_ratio(susee: Result, floor_result: Result) -> float | None:
     return None
 
 
-def bench_meters(meters: int, args: argparse.Namespace, mariadb_pid: int | None) -> list[Result]:
+def bench_meters(meters: int, args: argparse.Namespace, mariadb_pid: int | None,
+                 server: FleetServer) -> list[Result]:
     """susee and the floor for one fleet size; everything made here is removed on the way out."""
     with ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="susee-bench-"))
@@ -740,7 +809,7 @@ def bench_meters(meters: int, args: argparse.Namespace, mariadb_pid: int | None)
         else:
             stack.callback(shutil.rmtree, tmp, ignore_errors=True)
             stack.callback(drop_database, database)
-        fleet = Fleet(meters, args.units_per_port, tmp, env)
+        fleet = Fleet(meters, args.units_per_port, tmp, env, server)
         stack.callback(fleet.stop)
         # The fleet holds a listener and an accepted socket per port, each client one socket per port.
         needed = 2 * len(fleet.ports) + FILES_SLACK
@@ -870,6 +939,14 @@ def check_plan() -> None:
         raise SystemExit(f"bench/floor.py reads {mine}, but susee plans {planned}: update floor.BLOCKS")
 
 
+def add_fleet_option(parser: argparse.ArgumentParser) -> None:
+    """--fleet, shared with bench/replay.py."""
+    parser.add_argument("--fleet", choices=("c", "python"), default="c",
+                        help="fleet server: c (default; bench/fleet_server.c, compiled on first use into"
+                             " bench/.build, costs the shared cores far less) or python (bench/fleet_server.py,"
+                             " also the fallback when no C compiler works)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--meters", type=int, nargs="+", required=True, metavar="N", help="fleet sizes to run")
@@ -884,6 +961,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--susee-src", type=Path, metavar="DIR",
                         help="run susee from this src folder (e.g. unpacked by git archive) instead of the"
                              " installed one, to compare two versions on the same machine")
+    add_fleet_option(parser)
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases and temp folders (site.yaml, logs) for a look afterwards")
     args = parser.parse_args(argv)
@@ -908,14 +986,16 @@ def main(argv: list[str] | None = None) -> int:
     check_plan()
     soft, _ = raise_open_files_limit()
     mariadb_pid = find_mariadbd()
+    server = fleet_server(args.fleet)
     print(machine(mariadb_pid))
     print(describe_susee(with_susee_src(dict(os.environ), args.susee_src)))
+    print(f"fleet server: {server.description}")
     print(f"open files limit {soft}; sample_time 1 s, warm-up {args.warmup} s, window {args.duration} s,"
           f" {args.units_per_port} unit(s) per port", flush=True)
     results: list[Result] = []
     try:
         for meters in args.meters:
-            results += bench_meters(meters, args, mariadb_pid)
+            results += bench_meters(meters, args, mariadb_pid, server)
     except KeyboardInterrupt:
         print("interrupted: processes stopped, databases dropped", file=sys.stderr)
         interrupted = True

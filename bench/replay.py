@@ -18,9 +18,9 @@ service (``python -m susee``, same as bench/fleet.py) on a live fleet of
     .venv/bin/python bench/replay.py --meters 1000 --rows 1000000
     .venv/bin/python bench/replay.py --meters 5000 --rows 2000000 --workers 2
 
-Uses bench/fleet.py's fleet server, site file and analysis; creates a
-database ``susee_bench_<random>`` and drops it at the end. Nothing but
-127.0.0.1 is contacted.
+Uses bench/fleet.py's fleet server (the C one unless ``--fleet python``),
+site file and analysis; creates a database ``susee_bench_<random>`` and drops
+it at the end. Nothing but 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def old_rows(database: str, job: str, before_s: float) -> int:
 
 def run(args: argparse.Namespace) -> int:
     fleet.raise_open_files_limit()
+    server = fleet.fleet_server(args.fleet)
+    print(f"fleet server: {server.description}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="susee-replay-"))
     database = fleet.create_database()
     fleet_server = None
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         secrets_dir = tmp / "secrets"
         secrets_dir.mkdir()
         env = fleet.with_susee_src(fleet.clean_environment(secrets_dir), args.susee_src)
-        fleet_server = fleet.Fleet(args.meters, args.units_per_port, tmp, env)
+        fleet_server = fleet.Fleet(args.meters, args.units_per_port, tmp, env, server)
         site = fleet.write_site(tmp, database, fleet_server.ports, args.meters, args.units_per_port, args.workers)
         job = fleet.susee_job(args.workers)
         # One process owns the root spool folder; with workers it is an orphan the parent replays.
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup", type=float, default=3.0,
                         help="seconds after the start not counted as live ticks (start-up)")
     parser.add_argument("--susee-src", type=Path, default=None)
+    fleet.add_fleet_option(parser)
     return run(parser.parse_args(argv))
 
 
