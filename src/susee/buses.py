@@ -51,14 +51,13 @@ class BusScheduler:
     as soon as every device of the bus has queued a turn (or ``gather_s``
     after the first did). After each turn the bus stays silent for
     ``inter_request_delay_s``, measured on the loop clock from the end of that
-    turn. A turn is what its holder makes of it: the links take one per
-    device and tick, for all of the device's requests.
+    turn. The links take one turn per request.
 
     Two ways to take a turn: ``async with bus.turn(key)`` for a coroutine that
-    does its transactions itself (the pymodbus links), and ``submit()`` for a
-    link that starts them from callbacks and ends the turn with ``release()``
-    when the last answer (or a timeout) comes: no task wakes up only to send
-    a request. A device alone on its bus is granted its turn at
+    does its transaction itself (the pymodbus links), and ``submit()`` for a
+    link that starts the transaction from a callback and ends the turn with
+    ``release()`` when the answer (or the timeout) comes: no task wakes up
+    only to send a request. A device alone on its bus is granted its turn at
     once, in the caller, without a trip through the event loop.
     """
 

@@ -3,9 +3,10 @@
 This is the one place where read failures become quality codes. A failed
 block still yields one row per param, so gaps show in the table. Reads of a
 device never overlap: a poll that overruns skips the ticks it missed (counted
-and logged), it never queues them up. A tick's blocks are one turn on the
-device's bus (``read_many``): the task wakes once for the tick and once for
-all the answers, each stamped with its arrival time, which gives its Delay.
+and logged), it never queues them up. A tick's blocks are read with one
+``read_many`` call (each still a turn of its own on the bus): the task wakes
+once for the tick and once for all the answers, each stamped with its
+arrival time, which gives its Delay.
 """
 
 from __future__ import annotations
