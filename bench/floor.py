@@ -5,8 +5,19 @@ fc3 801+20), same eight rows per device-tick into tables shaped like susee's
 (Raw insert + Last upsert, one transaction per batch). Everything that costs
 CPU is stripped to the bone: asyncio.Protocol state machines instead of
 coroutines, prebuilt request bytes, one precompiled ``struct`` per block, rows
-formatted by hand into multi-row INSERTs. The ratio susee / floor is the
-figure that holds on a noisy machine.
+encoded as bytes by hand into prepared multi-row INSERTs in the binary
+protocol. The ratio susee / floor is the figure that holds on a noisy machine.
+
+The writes are what susee's own are (``susee.sinks.prepared``), written out
+here because the floor imports nothing of susee: COM_STMT_PREPARE and
+COM_STMT_EXECUTE over aiomysql's packet layer, statements of 1024 rows and
+the powers of two below for the rest of a batch, all prepared once on the
+connection at start-up (outside the measured window); a row is the device
+and param ids as length-prefixed strings (prebuilt per device and param),
+the tick's DATETIME(6) (once per tick), Delay as DOUBLE and Code as a 32-bit
+int (once per block) and Value as a DOUBLE, its own 8 bytes, or a bit of the
+NULL bitmap. Text INSERTs, a ``repr()`` per DOUBLE, cost about twice the CPU
+per row: a floor whose writes cost more than the service's is no floor.
 
     python bench/floor.py --site site.yaml --duration 20 [--warmup 5]
 
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import math
 import os
@@ -41,13 +53,29 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 MIGRATION = REPO / "migrations" / "mariadb" / "0001_create_tables.sql"  # same schema as susee's tables
-IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:-]{1,20}$")  # device and param ids go into SQL text unquoted
+IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:-]{1,20}$")  # as susee's config: ASCII, so one length byte each
 JOB = re.compile(r"^[A-Za-z0-9_]{1,16}$")
 DATABASE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 BATCH_ROWS = 2000  # susee's writer default: flush at this many rows, or at the next tick
-ROWS_PER_STATEMENT = 1000  # as susee's sinks
+STATEMENT_ROWS = 1024  # as susee's MariaDB sink: then the powers of two below for the rest of a batch
 CONNECT_TIMEOUT_S = 5.0
 CODE_OK, CODE_CONNECTION, CODE_REGISTER, CODE_NAN, CODE_SHORT = 0, 1, 8, 16, 32
+
+# The binary protocol, as much of it as two prepared INSERTs need.
+COLUMNS = "(idDevice, idParam, `Date`, Delay, Code, Value)"  # the order of a row's bytes
+PARAMS_PER_ROW = 6
+VALUE_PARAM = 5  # Value's index in a row: the only parameter that may be NULL
+COM_STMT_PREPARE, COM_STMT_EXECUTE = 0x16, 0x17
+TYPE_DOUBLE, TYPE_LONG, TYPE_DATETIME, TYPE_VAR_STRING = 0x05, 0x03, 0x0C, 0xFD
+ROW_TYPES = bytes((TYPE_VAR_STRING, 0, TYPE_VAR_STRING, 0, TYPE_DATETIME, 0,
+                   TYPE_DOUBLE, 0, TYPE_LONG, 0, TYPE_DOUBLE, 0))  # per parameter: its type, 0 (not unsigned)
+PREPARE_OK = struct.Struct("<IHH")  # after the status byte: statement id, columns, parameters
+EXECUTE_HEAD = struct.Struct("<IBI")  # statement id, flags (no cursor), iteration count (always 1)
+DATETIME = struct.Struct("<BHBBBBBI")  # length (11), year, month, day, hour, minute, second, microsecond
+DELAY_CODE = struct.Struct("<dl")
+VALUE = struct.Struct("<d")
+# Bytes after the ids of a row whose Value is NULL (Date and Delay + Code); a row with a Value has 8 more.
+NULL_TAIL = DATETIME.size + DELAY_CODE.size
 
 
 @dataclass(frozen=True)
@@ -84,26 +112,33 @@ HEADER = struct.Struct(">HHHBBB")
 
 
 class Device:
-    """A unit behind a link: its request bytes and its row prefixes per block."""
+    """A unit behind a link: its request bytes and its rows' encoded ids per block."""
 
-    __slots__ = ("id", "requests", "prefixes")
+    __slots__ = ("id", "requests", "keys")
 
     def __init__(self, device_id: str, unit: int) -> None:
-        if not IDENTIFIER.match(device_id):
+        if not IDENTIFIER.fullmatch(device_id):
             raise ValueError(f"device id {device_id!r} is not a safe identifier")
         self.id = device_id
         # The transaction id (first two bytes) is patched in per send.
         self.requests = [REQUEST.pack(0, 0, 6, unit, b.function, b.address, b.count)[2:] for b in BLOCKS]
-        # Column order (idDevice, idParam, Date, Delay, Code, Value): the constant part first.
-        self.prefixes = [[f"('{device_id}','{pid}','" for pid, _, _ in b.fields] for b in BLOCKS]
+        # A row's constant part, (idDevice, idParam) as length-prefixed strings: its first bytes and Last's key.
+        self.keys = [[_string(device_id) + _string(pid) for pid, _, _ in b.fields] for b in BLOCKS]
 
 
 class Rows:
-    """Rows waiting for the database; Last keeps the newest row per device and param."""
+    """Rows waiting for the database; Last keeps the newest row per device and param.
+
+    A device's rows come from one link, in tick order, so the row stored last
+    for a key is its newest.
+    """
+
+    __slots__ = ("raw", "raw_nulls", "last", "written")
 
     def __init__(self) -> None:
-        self.raw: list[str] = []
-        self.last: dict[str, str] = {}
+        self.raw: list[bytes] = []
+        self.raw_nulls: list[int] = []  # indices of the rows of ``raw`` whose Value is NULL, ascending
+        self.last: dict[bytes, bytes] = {}  # encoded ids -> row
         self.written = 0
 
 
@@ -122,7 +157,7 @@ class Link(asyncio.Protocol):
         self.tid = 0
         self.buffer = b""
         self.tick_s = 0.0
-        self.date = ""
+        self.date = b""
 
     # -- connection ------------------------------------------------------
     async def connect(self) -> None:
@@ -144,7 +179,7 @@ class Link(asyncio.Protocol):
         self._fail_rest(CODE_CONNECTION)
 
     # -- one tick --------------------------------------------------------
-    def start_tick(self, tick_s: float, date: str) -> None:
+    def start_tick(self, tick_s: float, date: bytes) -> None:
         if self.step < len(self.steps):  # still busy with the last tick: it overran
             self.floor.overruns += 1
             transport = self.transport
@@ -195,22 +230,27 @@ class Link(asyncio.Protocol):
     # -- rows ------------------------------------------------------------
     def _emit(self, device: Device, block: int, values: tuple, delay_ms: float) -> None:
         rows = self.floor.rows
-        ok = f"{self.date}',{delay_ms:.3f},0,"
-        for prefix, value in zip(device.prefixes[block], values):
-            if math.isfinite(value):
-                row = prefix + ok + repr(value) + ")"
-            else:
-                row = prefix + f"{self.date}',{delay_ms:.3f},{CODE_NAN},NULL)"
-            rows.raw.append(row)
-            rows.last[prefix] = row
+        raw, last = rows.raw, rows.last
+        pack_value, isfinite = VALUE.pack, math.isfinite
+        ok = self.date + DELAY_CODE.pack(delay_ms, CODE_OK)
+        for key, value in zip(device.keys[block], values):
+            if isfinite(value):
+                row = key + ok + pack_value(value)
+            else:  # NULL, and the Code says why
+                rows.raw_nulls.append(len(raw))
+                row = key + self.date + DELAY_CODE.pack(delay_ms, CODE_NAN)
+            raw.append(row)
+            last[key] = row
 
     def _emit_failed(self, device: Device, block: int, delay_ms: float, code: int) -> None:
         rows = self.floor.rows
-        tail = f"{self.date}',{delay_ms:.3f},{code},NULL)"
-        for prefix in device.prefixes[block]:
-            row = prefix + tail
-            rows.raw.append(row)
-            rows.last[prefix] = row
+        raw, last, nulls = rows.raw, rows.last, rows.raw_nulls
+        tail = self.date + DELAY_CODE.pack(delay_ms, code)
+        for key in device.keys[block]:
+            row = key + tail
+            nulls.append(len(raw))
+            raw.append(row)
+            last[key] = row
 
     def _fail_rest(self, code: int) -> None:
         if self.step >= len(self.steps):
@@ -228,13 +268,12 @@ class Floor:
         self.links = [Link(self, host, port, devices) for (host, port), devices in links_spec.items()]
         self.device_count = sum(len(d) for d in links_spec.values())
         self.db = db
-        self.raw_head = f"INSERT INTO `see{job}Raw` (idDevice, idParam, `Date`, Delay, Code, Value) VALUES "
-        self.raw_tail = " ON DUPLICATE KEY UPDATE idNum = idNum"
-        self.last_head = f"INSERT INTO `see{job}Last` (idDevice, idParam, `Date`, Delay, Code, Value) VALUES "
-        self.last_tail = (
+        self.raw = Prepared(f"INSERT INTO `see{job}Raw` {COLUMNS} VALUES ", " ON DUPLICATE KEY UPDATE idNum = idNum")
+        self.last = Prepared(
+            f"INSERT INTO `see{job}Last` {COLUMNS} VALUES ",
             " ON DUPLICATE KEY UPDATE Value = IF(VALUES(`Date`) >= `Date`, VALUES(Value), Value),"
             " Delay = IF(VALUES(`Date`) >= `Date`, VALUES(Delay), Delay),"
-            " Code = IF(VALUES(`Date`) >= `Date`, VALUES(Code), Code), `Date` = GREATEST(`Date`, VALUES(`Date`))"
+            " Code = IF(VALUES(`Date`) >= `Date`, VALUES(Code), Code), `Date` = GREATEST(`Date`, VALUES(`Date`))",
         )
         self.job = job
         self.rows = Rows()
@@ -261,6 +300,9 @@ class Floor:
                 if statement.strip():
                     await cursor.execute(statement)
         await self.conn.commit()
+        # Every statement size now, so that no prepare (a packet per parameter) lands in the measured window.
+        for insert in (self.raw, self.last):
+            await insert.prepare_all(self.conn)
         await asyncio.gather(*(link.connect() for link in self.links))
 
     async def close(self) -> None:
@@ -278,7 +320,8 @@ class Floor:
 
     def on_tick(self, tick_s: float) -> None:
         seconds, micros = divmod(round(tick_s * 1e6), 1_000_000)
-        date = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}"
+        utc = time.gmtime(seconds)
+        date = DATETIME.pack(11, utc.tm_year, utc.tm_mon, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, micros)
         self.ticks += 1
         for link in self.links:
             link.start_tick(tick_s, date)
@@ -299,14 +342,20 @@ class Floor:
             self.flush()
 
     async def _write(self) -> None:
-        raw, last = self.rows.raw, list(self.rows.last.values())
-        self.rows.raw, self.rows.last = [], {}
-        for start in range(0, len(raw), ROWS_PER_STATEMENT):
-            await self.conn.query(self.raw_head + ",".join(raw[start : start + ROWS_PER_STATEMENT]) + self.raw_tail)
-        for start in range(0, len(last), ROWS_PER_STATEMENT):
-            await self.conn.query(self.last_head + ",".join(last[start : start + ROWS_PER_STATEMENT]) + self.last_tail)
+        rows = self.rows
+        raw, raw_nulls, last = rows.raw, rows.raw_nulls, rows.last
+        rows.raw, rows.raw_nulls, rows.last = [], [], {}
+        await self.raw.insert(self.conn, raw, raw_nulls)
+        # Last sorted by key, as susee does (writers lock the rows in one order); NULL rows are the short ones.
+        newest, newest_nulls = [], []
+        for key in sorted(last):
+            row = last[key]
+            if len(row) - len(key) == NULL_TAIL:
+                newest_nulls.append(len(newest))
+            newest.append(row)
+        await self.last.insert(self.conn, newest, newest_nulls)
         await self.conn.commit()
-        self.rows.written += len(raw)
+        rows.written += len(raw)
 
     async def run(self, duration_s: float, warmup_s: float, period_s: float = 1.0) -> dict:
         """Poll on the grid for ``duration_s``; CPU is measured from the first tick after ``warmup_s``."""
@@ -335,6 +384,95 @@ class Floor:
             summary.update(cpu_s=round(cpu_s, 3), measured_ticks=ticks,
                            cpu_us_per_device_tick=round(cpu_s * 1e6 / max(ticks * self.device_count, 1), 1))
         return summary
+
+
+class Prepared:
+    """One multi-row INSERT ``head ... tail``, prepared once per statement size on the floor's one connection."""
+
+    def __init__(self, head: str, tail: str) -> None:
+        self.head, self.tail = head, tail
+        self.statements: dict[int, int] = {}  # rows -> statement id
+
+    async def prepare_all(self, conn: aiomysql.Connection) -> None:
+        size = STATEMENT_ROWS
+        while size:
+            await self._statement(conn, size)
+            size >>= 1
+
+    async def _statement(self, conn: aiomysql.Connection, size: int) -> int:
+        statement = self.statements.get(size)
+        if statement is None:
+            sql = self.head + ",".join(["(?,?,?,?,?,?)"] * size) + self.tail
+            statement = self.statements[size] = await _prepare(conn, sql)
+        return statement
+
+    async def insert(self, conn: aiomysql.Connection, rows: list[bytes], nulls: list[int]) -> None:
+        """Execute the statements that insert ``rows``; ``nulls``: ascending indices of rows with a NULL Value."""
+        start = 0
+        for size in statement_sizes(len(rows)):
+            statement = self.statements.get(size)
+            if statement is None:
+                statement = await self._statement(conn, size)
+            bitmap = 0
+            for index in nulls[bisect.bisect_left(nulls, start) : bisect.bisect_left(nulls, start + size)]:
+                bitmap |= 1 << ((index - start) * PARAMS_PER_ROW + VALUE_PARAM)
+            payload = b"".join((
+                EXECUTE_HEAD.pack(statement, 0, 1),
+                bitmap.to_bytes((size * PARAMS_PER_ROW + 7) // 8, "little"),
+                b"\x01",  # the types of the parameters follow
+                _row_types(size),
+                *rows[start : start + size],
+            ))
+            await conn._execute_command(COM_STMT_EXECUTE, payload)
+            await conn._read_packet()  # OK; an ERR packet raises the driver's error
+            start += size
+
+
+def statement_sizes(rows: int) -> list[int]:
+    """Rows per statement for a batch of ``rows``: full statements, then the binary digits of the rest."""
+    full, rest = divmod(rows, STATEMENT_ROWS)
+    sizes = [STATEMENT_ROWS] * full
+    size = STATEMENT_ROWS >> 1
+    while rest:
+        if rest & size:
+            sizes.append(size)
+            rest -= size
+        size >>= 1
+    return sizes
+
+
+async def _prepare(conn: aiomysql.Connection, sql: str) -> int:
+    """COM_STMT_PREPARE: the statement's id, once the server has described its parameters."""
+    await conn._execute_command(COM_STMT_PREPARE, sql.encode("ascii"))
+    answer = (await conn._read_packet()).get_all_data()  # an ERR packet raises the driver's error
+    if not answer or answer[0] != 0:
+        raise RuntimeError(f"COM_STMT_PREPARE answered with status {answer[:1].hex() or 'nothing'}")
+    statement, columns, params = PREPARE_OK.unpack_from(answer, 1)
+    # A packet per parameter, then per column, each list ended by an EOF packet
+    # (aiomysql does not ask for CLIENT_DEPRECATE_EOF).
+    for count in (params, columns):
+        if count:
+            for _ in range(count):
+                await conn._read_packet()
+            if not (await conn._read_packet()).is_eof_packet():
+                raise RuntimeError("COM_STMT_PREPARE: no EOF packet after the definitions")
+    return statement
+
+
+_ROW_TYPES: dict[int, bytes] = {}
+
+
+def _row_types(rows: int) -> bytes:
+    types = _ROW_TYPES.get(rows)
+    if types is None:
+        types = _ROW_TYPES[rows] = ROW_TYPES * rows
+    return types
+
+
+def _string(text: str) -> bytes:
+    """A length-prefixed string of the protocol (``text`` is an IDENTIFIER: ASCII, at most 20 bytes)."""
+    raw = text.encode("ascii")
+    return bytes((len(raw),)) + raw
 
 
 def _cpu_s() -> float:
