@@ -10,11 +10,11 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from susee import __version__, commands, legacy, profile_commands
+from susee import __version__, commands, legacy, profile_commands, storage_commands
 from susee.config import ConfigError
 
 EXIT_CONFIG = 2
-COMMANDS = ("run", "check", "migrate", "read", "last", "simulate", "profile", "import-legacy")
+COMMANDS = ("run", "check", "migrate", "rollup", "read", "last", "simulate", "profile", "import-legacy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--worker", type=_worker_share, default=None, help=argparse.SUPPRESS)
     sub.add_parser("check", parents=[common], help="validate, show the plan, try each device and the database")
     sub.add_parser("migrate", parents=[common], help="create or upgrade the database tables")
+    rollup = sub.add_parser("rollup", parents=[common], help="recompute the 15-minute rollups of a range from Raw")
+    rollup.add_argument("--from", dest="start", metavar="UTC", help="first day or time (default: oldest row)")
+    rollup.add_argument("--to", dest="end", metavar="UTC", help="end, exclusive (default: after the newest row)")
     read = sub.add_parser("read", parents=[common], help="read one device now and print the values")
     read.add_argument("--device", "-d", required=True, help="device id")
     last = sub.add_parser("last", parents=[common], help="print the newest value of every param (or raw rows)")
@@ -83,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_async(commands.check(site))
         if command == "migrate":
             return run_async(commands.migrate(site))
+        if command == "rollup":
+            return run_async(storage_commands.rollup(site, args.start, args.end))
         if command == "last":
             return run_async(commands.last(site, args.raw))
         return run_async(commands.read(site, args.device))

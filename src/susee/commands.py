@@ -15,7 +15,9 @@ from susee.quality import Code, describe
 from susee.sinks import SinkError, create_sink, format_tick
 from susee.spool import folder_problem as spool_folder_problem
 from susee.spool import inspect as inspect_spool
+from susee.storage_commands import storage_lines
 from susee.supervisor import Supervisor, embedded_simulator
+from susee.upkeep import StorageUpkeep
 from susee.ticks import TickGrid, WallClock
 from susee.transport import LinkPool
 from susee.workers import (
@@ -75,8 +77,10 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
         orphans = await asyncio.to_thread(orphan_spools, settings.spool.path, 1)
     replay = OrphanReplay(settings, orphans)
     replay.start()
-    sink = create_sink(settings.database_target(), settings.job_id)
+    sink = create_sink(settings.database_target(), settings.job_id, rollups=settings.storage.rollups)
     supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None)
+    upkeep = StorageUpkeep(settings)  # rollups, partitions, retention: beside the acquisition
+    upkeep_task = asyncio.create_task(upkeep.run(), name="storage-upkeep")
     following = None
     if worker is not None:
         ignore_stop_signals()
@@ -86,6 +90,8 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     finally:
         if following is not None:
             following.cancel()
+        await upkeep.close()
+        await upkeep_task
         await replay.close()
 
 
@@ -143,6 +149,8 @@ async def check(site: Site) -> int:
         for plan in site.plans:
             healthy &= await _check_device(plan, links)
     healthy &= await _check_database(target, settings.job_id)
+    for line in await storage_lines(site):
+        print(line)
     root = settings.spool.path
     for folder in [spool_folder(root, index, count) for index in range(count)]:
         healthy &= await _check_spool(folder)

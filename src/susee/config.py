@@ -211,6 +211,18 @@ class SpoolSettings(_Section):
         return config_path.parent / (self.path if self.path is not None else "spool")
 
 
+class StorageSettings(_Section):
+    """How long data is kept, and the 15-minute rollups (see README "Storage")."""
+
+    raw_keep_days: int | None = Field(default=None, ge=1)  # None: keep every sample for ever
+    rollup_keep_days: int | None = Field(default=None, ge=1)  # None: keep every rollup for ever
+    rollups: bool = True  # maintain see<job>Q15; off only to measure what it costs
+    rollup_every: float = Field(default=30.0, gt=0)  # s between passes over the buckets written to
+    # s between recomputations of the bucket still being written (closed buckets: once)
+    rollup_open_every: float = Field(default=300.0, gt=0)
+    partitions_ahead_days: int = Field(default=7, ge=1)  # day partitions of Raw made ahead (MariaDB)
+
+
 class SimulatorSettings(_Section):
     """An in-process PAC3200 simulator, for the demo and trials."""
 
@@ -264,6 +276,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     writer: WriterSettings = Field(default_factory=WriterSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     shutdown_timeout: float = Field(default=10.0, gt=0)  # s to flush the queue at stop, then spill
     # Processes that poll, each a share of the buses with its own database
     # connection and spool: one core is enough for a few thousand meters at

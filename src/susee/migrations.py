@@ -32,6 +32,8 @@ STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
 COMMENT_LINE = re.compile(r"^[ \t]*--.*$", re.MULTILINE)
 DELETE_FROM = re.compile(r"^DELETE\b.*?\bFROM\s+[`\"]?(\w+)", re.IGNORECASE | re.DOTALL)
 TABLE_SUFFIXES = ("Raw", "Last", "Params", "SchemaVersion")
+# Further tables a migration may create, reported with the others.
+MORE_SUFFIXES = ("Q15", "Q15Dirty")
 
 
 class MigrationError(Exception):
@@ -166,8 +168,8 @@ def load_migrations(dialect: str) -> tuple[Migration, ...]:
 
 async def run_migrations(session: SchemaSession, dialect: str, job_id: str) -> list[str]:
     """Apply the pending migrations; return what changed, one line per change."""
-    tables = table_names(job_id)
-    version_table = tables[-1]
+    version_table = table_names(job_id)[-1]
+    tables = (*table_names(job_id), *(f"see{job_id}{suffix}" for suffix in MORE_SUFFIXES))
     migrations = load_migrations(dialect)
     shape = await session.snapshot(tables)
     applied: set[int] = set()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from susee.quality import Code
 from susee.ticks import MICROS
@@ -19,6 +19,8 @@ from susee.ticks import MICROS
 if TYPE_CHECKING:
     from susee.config import DatabaseTarget
     from susee.sample import Sample
+
+T = TypeVar("T")
 
 # Rows per INSERT statement: ~100 bytes each, so ~100 kB, far below the
 # server's max_allowed_packet (16 MB by default, 1 MB on old installs).
@@ -71,6 +73,14 @@ class Sink(Protocol):
         """Newest rows of 'raw' or 'last' as (idDevice, Date, idParam, Value, Delay, Code)."""
         ...
 
+    async def session(self, action: str, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(session)`` alone on the sink's connection (storage upkeep, reports); SinkError on failure.
+
+        The session offers ``dialect``, ``placeholder``, ``fetch``, ``execute``,
+        ``begin``, ``commit`` and ``rollback`` (see ``susee.rollup.Session``).
+        """
+        ...
+
     async def ping(self) -> None:
         """Raise SinkError unless the database answers."""
         ...
@@ -78,17 +88,21 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
-def create_sink(target: DatabaseTarget, job_id: str) -> Sink:
-    """The sink for ``target.kind``, not yet opened."""
+def create_sink(target: DatabaseTarget, job_id: str, *, rollups: bool = True) -> Sink:
+    """The sink for ``target.kind``, not yet opened.
+
+    ``rollups``: mark the 15-minute buckets of every batch for the rollups
+    (``storage.rollups``; off only to measure what they cost).
+    """
     # Imported here so an SQLite deployment never imports the MySQL driver.
     if target.kind == "mysql":
         from susee.sinks.mariadb import MariaDBSink
 
-        return MariaDBSink(target, job_id)
+        return MariaDBSink(target, job_id, rollups=rollups)
     if target.kind == "sqlite":
         from susee.sinks.sqlite import SQLiteSink
 
-        return SQLiteSink(target, job_id)
+        return SQLiteSink(target, job_id, rollups=rollups)
     raise ValueError(f"unknown database kind {target.kind!r}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from operator import itemgetter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,6 +25,7 @@ import pymysql
 
 from susee.config import DATABASE_NAME_PATTERN
 from susee.migrations import MigrationError, assemble, run_migrations, table_names
+from susee.rollup import Tables, bucket_of_tick, bucket_text, mark_sql
 from susee.sinks import ParamRow, SinkError, chunks, param_values, recent_queries
 from susee.sinks.prepared import COLUMNS, Newest, PreparedInsert, RowEncoder, chunk_samples, newest_rows
 
@@ -57,7 +59,9 @@ PARAM_ROW = "(%s, %s, %s, %s, %s)"
 class MariaDBSink:
     """Stores samples in ``see{job}Raw``/``Last`` of a MariaDB database."""
 
-    def __init__(self, target: DatabaseTarget, job_id: str, *, query_timeout_s: float = QUERY_TIMEOUT_S) -> None:
+    def __init__(
+        self, target: DatabaseTarget, job_id: str, *, query_timeout_s: float = QUERY_TIMEOUT_S, rollups: bool = True,
+    ) -> None:
         if target.kind != "mysql":
             raise ValueError(f"MariaDBSink needs a mysql target, got {target.kind!r}")
         if not DATABASE_NAME_PATTERN.fullmatch(target.database):
@@ -70,8 +74,8 @@ class MariaDBSink:
         # One statement at a time on the connection (a ping must not interleave a write).
         self._lock = asyncio.Lock()
         self._encoder = RowEncoder()
-        # A replayed row hits uq_sample and changes nothing.
-        self._raw = PreparedInsert(f"INSERT INTO `{raw}` {COLUMNS} VALUES ", " ON DUPLICATE KEY UPDATE idNum = idNum")
+        # A replayed row hits the unique key and changes nothing (idNum is virtual in the compact layout).
+        self._raw = PreparedInsert(f"INSERT INTO `{raw}` {COLUMNS} VALUES ", " ON DUPLICATE KEY UPDATE idDevice = idDevice")
         # Assignments run left to right and see the updated columns: Date goes last,
         # so every comparison above it still sees the stored Date.
         self._last = PreparedInsert(
@@ -83,6 +87,8 @@ class MariaDBSink:
             " `Date` = GREATEST(`Date`, VALUES(`Date`))",
         )
         self._recent_sql = recent_queries(raw, last, "`", "%s")
+        # Buckets touched by a batch are marked in its transaction (see susee.rollup).
+        self._dirty = Tables.of(job_id, "mariadb").dirty if rollups else None
         self._params_head = f"INSERT INTO `{params}` (idParam, descrITA, descrENG, um, Acronimo) VALUES "
         self._params_tail = (
             " ON DUPLICATE KEY UPDATE descrITA = VALUES(descrITA), descrENG = VALUES(descrENG),"
@@ -143,7 +149,20 @@ class MariaDBSink:
         for chunk in chunk_samples(samples):
             await self._raw.insert(conn, self._encoder.encode(chunk, newest))
         await self._last.insert(conn, newest_rows(newest))
+        if self._dirty is not None:
+            await self._mark_buckets(conn, samples)
         await conn.commit()
+
+    async def _mark_buckets(self, conn: aiomysql.Connection, samples: Sequence[Sample]) -> None:
+        # Last statement before the commit: concurrent writers of one bucket
+        # wait for each other's marker row only that long, and in bucket order.
+        buckets = sorted({bucket_of_tick(tick) for tick in set(map(itemgetter(2), samples))})
+        async with conn.cursor() as cursor:
+            await cursor.execute(mark_sql("mariadb", self._dirty, len(buckets)), [bucket_text(b) for b in buckets])
+
+    async def session(self, action: str, work: Callable[[_MariaDBSchema], Awaitable[T]]) -> T:
+        """Run ``work`` on this sink's connection (rollups, retention, partitions); failures become SinkError."""
+        return await self._run(action, lambda conn: work(_MariaDBSchema(conn)), None)
 
     async def _upsert_params(self, conn: aiomysql.Connection, values: list[tuple]) -> None:
         async with conn.cursor() as cursor:
@@ -272,9 +291,10 @@ class MariaDBSink:
 
 
 class _MariaDBSchema:
-    """The migration runner's view of a MariaDB connection."""
+    """The migration runner's (and the storage upkeep's) view of a MariaDB connection."""
 
     placeholder = "%s"
+    dialect = "mariadb"
 
     def __init__(self, conn: aiomysql.Connection) -> None:
         self._conn = conn

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from susee.migrations import MigrationError, assemble, run_migrations, table_names
+from susee.rollup import Tables, bucket_of_tick, bucket_text, mark_sql
 from susee.sinks import ParamRow, Row, SinkError, param_values, recent_queries, sample_rows
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ COLUMNS = "(idDevice, Date, idParam, Value, Delay, Code)"
 class SQLiteSink:
     """Stores samples in ``see{job}Raw``/``Last`` of an SQLite file."""
 
-    def __init__(self, target: DatabaseTarget, job_id: str) -> None:
+    def __init__(self, target: DatabaseTarget, job_id: str, *, rollups: bool = True) -> None:
         if target.kind != "sqlite" or target.path is None:
             raise ValueError(f"SQLiteSink needs an sqlite target with a path, got {target}")
         raw, last, params, _ = table_names(job_id)
@@ -50,6 +51,7 @@ class SQLiteSink:
             " Date = excluded.Date, Value = excluded.Value, Delay = excluded.Delay, Code = excluded.Code"
             f' WHERE excluded.Date >= "{last}".Date'
         )
+        self._dirty = Tables.of(job_id, "sqlite").dirty if rollups else None
         self._params_sql = (
             f'INSERT INTO "{params}" (idParam, descrITA, descrENG, um, Acronimo) VALUES (?, ?, ?, ?, ?)'
             " ON CONFLICT (idParam) DO UPDATE SET descrITA = excluded.descrITA,"
@@ -70,7 +72,8 @@ class SQLiteSink:
         if not samples:
             return
         raw, last = sample_rows(samples)
-        await self._run("write", lambda conn: _in_thread(self._write_rows, conn, raw, last))
+        buckets = sorted({bucket_of_tick(sample.tick_s) for sample in samples}) if self._dirty else []
+        await self._run("write", lambda conn: _in_thread(self._write_rows, conn, raw, last, buckets))
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
         """Insert or update descriptions by idParam."""
@@ -93,12 +96,18 @@ class SQLiteSink:
             if conn is not None:
                 await _in_thread(conn.close)
 
-    def _write_rows(self, conn: sqlite3.Connection, raw: list[Row], last: list[Row]) -> None:
+    def _write_rows(self, conn: sqlite3.Connection, raw: list[Row], last: list[Row], buckets: list[int]) -> None:
         # executemany re-runs one prepared statement: in-process, there are no
         # round trips to save by building multi-row statements.
         with _transaction(conn):
             conn.executemany(self._raw_sql, raw)
             conn.executemany(self._last_sql, last)
+            if buckets:  # the buckets to roll up again, in the same transaction (see susee.rollup)
+                conn.execute(mark_sql("sqlite", self._dirty, len(buckets)), [bucket_text(b) for b in buckets])
+
+    async def session(self, action: str, work: Callable[[_SQLiteSchema], Awaitable[T]]) -> T:
+        """Run ``work`` on this sink's connection (rollups, retention); failures become SinkError."""
+        return await self._run(action, lambda conn: work(_SQLiteSchema(conn)))
 
     def _upsert_params(self, conn: sqlite3.Connection, values: list[tuple]) -> None:
         with _transaction(conn):
@@ -137,6 +146,8 @@ class SQLiteSink:
             isolation_level=None,
             check_same_thread=False,
         )
+        # SQLite has no BIT_OR: the rollups' Codes column needs it.
+        conn.create_aggregate("bit_or", 1, _BitOr)
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         except BaseException:
@@ -155,16 +166,31 @@ class SQLiteSink:
                 pass
 
 
+class _BitOr:
+    """The aggregate ``bit_or(x)``: the bitwise OR of the non-NULL values (0 for none)."""
+
+    def __init__(self) -> None:
+        self.bits = 0
+
+    def step(self, value: int | None) -> None:
+        if value is not None:
+            self.bits |= value
+
+    def finalize(self) -> int:
+        return self.bits
+
+
 class _SQLiteSchema:
     """The migration runner's view of an SQLite connection (the sink's lock is held)."""
 
     placeholder = "?"
+    dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def fetch(self, sql: str) -> list[tuple]:
-        return await _in_thread(lambda: self._conn.execute(sql).fetchall())
+    async def fetch(self, sql: str, params: Sequence[object] | None = None) -> list[tuple]:
+        return await _in_thread(lambda: self._conn.execute(sql, tuple(params or ())).fetchall())
 
     async def execute(self, sql: str, params: Sequence[object] | None = None) -> int:
         return await _in_thread(lambda: self._conn.execute(sql, tuple(params or ())).rowcount)

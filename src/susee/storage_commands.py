@@ -1,0 +1,139 @@
+"""The storage commands: ``susee rollup`` and the storage lines of ``susee check``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from susee.partitions import partitions_of
+from susee.retention import horizon
+from susee.rollup import BUCKET, Rollups, Session, as_datetime, bucket_of, now_utc
+from susee.sinks import SinkError, create_sink
+
+if TYPE_CHECKING:
+    from susee.commands import Site
+
+# Bytes a sample takes on disk, measured by bench/storage.py (README "Storage").
+COMPACT_BYTES_PER_SAMPLE = 29
+TODAY_BYTES_PER_SAMPLE = 155
+Q15_BYTES_PER_ROW = 60
+
+
+def parse_moment(text: str) -> datetime:
+    """``2026-12-01`` or ``2026-12-01 13:45[:00]`` (UTC) -> naive UTC datetime."""
+    for shape in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(text, shape)
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is not a UTC date or time like 2026-12-01 or '2026-12-01 13:45'")
+
+
+async def rollup(site: Site, start_text: str | None, end_text: str | None) -> int:
+    """Recompute Q15 over a range from Raw, with a progress bar on a terminal; print rows/s."""
+    settings = site.settings
+    try:
+        start = parse_moment(start_text) if start_text else None
+        end = parse_moment(end_text) if end_text else None
+    except ValueError as exc:
+        print(f"susee rollup: {exc}", file=sys.stderr)
+        return 2
+    sink = create_sink(settings.database_target(), settings.job_id, rollups=False)
+    keep_from = horizon(now_utc().date(), settings.storage.raw_keep_days)
+    keep_at = None if keep_from is None else datetime.combine(keep_from, datetime.min.time())
+
+    async def work(session: Session) -> int:
+        nonlocal start, end
+        if session.dialect == "mariadb":
+            await session.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        rollups = Rollups(settings.job_id, session.dialect)
+        first, last = (await session.fetch(f"SELECT MIN(`Date`), MAX(`Date`) FROM {rollups.tables.raw}"
+                                           if session.dialect == "mariadb" else
+                                           f"SELECT MIN(Date), MAX(Date) FROM {rollups.tables.raw}"))[0]
+        if first is None:
+            print("Raw is empty: nothing to roll up")
+            return 0
+        start = bucket_of(start or as_datetime(first))
+        end = end or bucket_of(as_datetime(last)) + BUCKET
+        mark = session.placeholder
+        date = "`Date`" if session.dialect == "mariadb" else "Date"
+        ((rows,),) = await session.fetch(
+            f"SELECT COUNT(*) FROM {rollups.tables.raw} WHERE {date} >= {mark} AND {date} < {mark}",
+            (f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"),
+        )
+        buckets = -(-(end - start) // BUCKET)
+        began = time.perf_counter()
+        with _progress(buckets) as bar:
+            await rollups.recompute_range(session, start, end, keep_at, bar.update)
+        elapsed = time.perf_counter() - began
+        print(f"rolled up {start} to {end}: {buckets} buckets, {rows:,} raw rows in {elapsed:.1f} s"
+              f" ({rows / elapsed if elapsed else 0:,.0f} rows/s)")
+        return 0
+
+    try:
+        await sink.open()
+        await sink.migrate()
+        return await sink.session("rollup", work)
+    except SinkError as exc:
+        print(f"database {sink.target}: {exc}")
+        return 1
+    finally:
+        await sink.close()
+
+
+def _progress(total: int):
+    """A tqdm bar in buckets on a terminal, silent otherwise."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="bucket", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+async def storage_lines(site: Site) -> list[str]:
+    """What ``check`` prints about storage: volume per day, sizes, retention, next expiry."""
+    settings = site.settings
+    params = sum(len(plan.param_ids) for plan in site.plans if plan.profile is not None)
+    rows_per_day = params * 86_400 / settings.sample_time
+    q15_per_day = params * 96
+    lines = [f"storage: {rows_per_day:,.0f} raw rows/day ({len(site.plans)} devices, {params} params every"
+             f" {settings.sample_time:g} s), {q15_per_day:,} rollup rows/day"]
+    storage = settings.storage
+    today = now_utc().date()
+    for label, days in (("raw", storage.raw_keep_days), ("rollups", storage.rollup_keep_days)):
+        if days is None:
+            lines.append(f"  retention {label}: keep everything (storage.{label.rstrip('s')}_keep_days not set)")
+        else:
+            first = horizon(today, days)
+            lines.append(f"  retention {label}: {days} days; rows before {first} expire; next expiry at"
+                         f" {today + timedelta(days=1)} 00:00 UTC (the service checks hourly)")
+    sink = create_sink(settings.database_target(), settings.job_id, rollups=False)
+    try:
+        await sink.open()
+        lines += await sink.session("storage figures", lambda session: _sizes(session, site, rows_per_day))
+    except SinkError as exc:
+        lines.append(f"  sizes: unavailable ({exc})")
+    finally:
+        await sink.close()
+    return lines
+
+
+async def _sizes(session: Session, site: Site, rows_per_day: float) -> list[str]:
+    job = site.settings.job_id
+    if session.dialect != "mariadb":
+        ((pages,), (page_size,)) = (await session.fetch("PRAGMA page_count"))[0], (await session.fetch("PRAGMA page_size"))[0]
+        return [f"  database file: {pages * page_size / 1e6:,.1f} MB (SQLite, all tables)"]
+    rows = await session.fetch(
+        "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES"
+        " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (%s, %s)",
+        (f"see{job}Raw", f"see{job}Q15"),
+    )
+    partitions = await partitions_of(session, f"see{job}Raw")
+    compact = bool(partitions)
+    per_sample = COMPACT_BYTES_PER_SAMPLE if compact else TODAY_BYTES_PER_SAMPLE
+    lines = [f"  Raw layout: {'compact, ' + str(len(partitions)) + ' day partitions' if compact else 'not compact'}"
+             f" (~{per_sample} bytes/sample measured: ~{rows_per_day * per_sample / 1e9:,.2f} GB/day at this"
+             f" configuration{'' if compact else '; susee migrate --compact converts it'})"]
+    for table, count, size in rows:
+        lines.append(f"  {table}: about {int(count or 0):,} rows, {int(size or 0) / 1e6:,.1f} MB (uncompressed page size)")
+    return lines
