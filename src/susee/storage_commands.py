@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from susee.partitions import partitions_of
 from susee.retention import horizon
-from susee.rollup import BUCKET, Rollups, Session, as_datetime, bucket_of, now_utc
+from susee.rollup import prepare_session, BUCKET, Rollups, Session, as_datetime, bucket_of, now_utc
 from susee.sinks import SinkError, create_sink
 
 if TYPE_CHECKING:
@@ -46,8 +46,7 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None) -> in
 
     async def work(session: Session) -> int:
         nonlocal start, end
-        if session.dialect == "mariadb":
-            await session.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        await prepare_session(session)
         rollups = Rollups(settings.job_id, session.dialect)
         first, last = (await session.fetch(f"SELECT MIN(`Date`), MAX(`Date`) FROM {rollups.tables.raw}"
                                            if session.dialect == "mariadb" else

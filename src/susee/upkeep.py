@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from susee.config import Settings
 from susee.partitions import make_ahead
 from susee.retention import expire_raw, expire_rollups, horizon
-from susee.rollup import BUCKET, Rollups, Session, now_utc
+from susee.rollup import prepare_session, BUCKET, Rollups, Session, now_utc
 from susee.sinks import Sink, SinkError, create_sink
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,7 @@ class StorageUpkeep:
         """One pass: housekeeping when due, then the marked buckets."""
         if not await self._own(session):
             return
-        if session.dialect == "mariadb":
-            # A consistent read without locks: the recompute never blocks the writer.
-            await session.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        await prepare_session(session)
         self.rollups = self.rollups or Rollups(self.job_id, session.dialect)
         now = self.now()
         if self._next_housekeeping is None or now >= self._next_housekeeping:

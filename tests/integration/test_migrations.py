@@ -68,6 +68,11 @@ SAMPLE_COLUMNS = (
     ("Delay", "float", "YES"),
     ("Code", "int(11)", "NO"),
 )
+# The Raw of a new database (migration 0004): idNum is a virtual column, the natural key the primary key.
+COMPACT_RAW = (
+    (("idNum", "bigint(20) unsigned", "YES"), *SAMPLE_COLUMNS[1:]),
+    {"PRIMARY": "Date,idDevice,idParam"},
+)
 # table suffix -> (columns, unique keys)
 MODERN_TABLES = {
     "Raw": (SAMPLE_COLUMNS, {"PRIMARY": "idNum", "uq_sample": "idDevice,idParam,Date"}),
@@ -94,8 +99,10 @@ MODERN_TABLES = {
 
 
 def test_mariadb_migrations_are_found_in_version_order():
-    assert [(m.version, m.name) for m in load_migrations("mariadb")] == [(1, "create_tables"), (2, "upgrade_seed_tables")]
-    assert [(m.version, m.name) for m in load_migrations("sqlite")] == [(1, "create_tables")]
+    assert [(m.version, m.name) for m in load_migrations("mariadb")] == [
+        (1, "create_tables"), (2, "upgrade_seed_tables"), (3, "rollups"), (4, "compact_raw"),
+    ]
+    assert [(m.version, m.name) for m in load_migrations("sqlite")] == [(1, "create_tables"), (2, "rollups")]
 
 
 def test_statements_split_at_semicolons_ending_a_line_and_drop_comment_lines():
@@ -170,13 +177,23 @@ async def test_migrate_creates_the_database_and_tables(sink, mariadb_target, job
         f"created table see{job_id}SchemaVersion",
         "migration 0001 create_tables applied",
         "migration 0002 upgrade_seed_tables applied",
+        f"created table see{job_id}Q15",
+        f"created table see{job_id}Q15Dirty",
+        "migration 0003 rollups applied",
+        f"see{job_id}Raw.idNum: bigint(20) unsigned NOT NULL -> bigint(20) unsigned NULL",
+        f"see{job_id}Raw: changed primary key (idNum) -> primary key (Date, idDevice, idParam)",
+        f"see{job_id}Raw: removed key ix_date (Date)",
+        f"see{job_id}Raw: removed unique key uq_sample (idDevice, idParam, Date)",
+        "migration 0004 compact_raw applied",
     ]
-    for suffix, (expected_columns, expected_keys) in MODERN_TABLES.items():
+    for suffix, (expected_columns, expected_keys) in {**MODERN_TABLES, "Raw": COMPACT_RAW}.items():
         assert columns(mariadb_target, f"see{job_id}{suffix}") == expected_columns, suffix
         assert unique_keys(mariadb_target, f"see{job_id}{suffix}") == expected_keys, suffix
     assert fetch(mariadb_target, f"SELECT version, name FROM see{job_id}SchemaVersion ORDER BY version") == (
         (1, "create_tables"),
         (2, "upgrade_seed_tables"),
+        (3, "rollups"),
+        (4, "compact_raw"),
     )
 
 
@@ -186,7 +203,7 @@ async def test_migrate_twice_says_up_to_date_and_changes_nothing(sink, mariadb_t
     await sink.write([Sample("d01", "104", TICK, 1.5, 1.0, 0)])
     before = create_statements(mariadb_target, job_id)
 
-    assert await sink.migrate() == ["schema up to date (version 2)"]
+    assert await sink.migrate() == ["schema up to date (version 4)"]
     assert create_statements(mariadb_target, job_id) == before
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM see{job_id}Raw") == ((1,),)
 
@@ -256,9 +273,10 @@ async def test_seed_era_database_is_upgraded_in_place_and_reports_each_change(si
         f"{params}.idParam: varchar(10) -> varchar(20)",
         f"{params}: added unique key uq_param (idParam)",
         "migration 0002 upgrade_seed_tables applied",
+        "migration 0004 compact_raw applied",  # a Raw with rows keeps its layout: migrate --compact converts it
     ]:
         assert expected in lines, "\n".join(lines)
-    assert not any("created table" in line for line in lines if "SchemaVersion" not in line)
+    assert not any("created table" in line for line in lines if not line.endswith(("SchemaVersion", "Q15", "Q15Dirty")))
     # Rows kept with their ids; the seed's readers saw 4 decimals, and that is the value kept.
     assert fetch(mariadb_target, f"SELECT idNum, idParam, Value FROM {raw} ORDER BY idNum") == (
         (398882, "104", 395.19),
@@ -277,7 +295,7 @@ async def test_seed_era_database_is_upgraded_in_place_and_reports_each_change(si
     batch = [Sample("d00", "104", TICK, 395.19, 178.778, 0), Sample("d00", "104", TICK + 10, 396.0, 1.0, 0)]
     await sink.write(batch)
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM {raw}") == ((5,),)
-    assert await sink.migrate() == ["schema up to date (version 2)"]
+    assert await sink.migrate() == ["schema up to date (version 4)"]
 
 
 @pytest.mark.mariadb
@@ -297,5 +315,6 @@ async def test_failed_upgrade_says_where_and_what_changed_and_can_be_rerun(sink,
     fetch(mariadb_target, f"DELETE FROM {raw} WHERE Date IS NULL")
     lines = await sink.migrate()
     assert f"{raw}.Value: decimal(20,4) -> double" in lines
-    assert lines[-1] == "migration 0002 upgrade_seed_tables applied"
+    assert "migration 0002 upgrade_seed_tables applied" in lines
+    assert lines[-1] == "migration 0004 compact_raw applied"
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM {raw}") == ((4,),)
