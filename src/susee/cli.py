@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the parent process of a site with ``workers`` > 1: poll share K of N (see susee.workers).
     run.add_argument("--worker", type=_worker_share, default=None, help=argparse.SUPPRESS)
     sub.add_parser("check", parents=[common], help="validate, show the plan, try each device and the database")
-    sub.add_parser("migrate", parents=[common], help="create or upgrade the database tables")
+    migrate = sub.add_parser("migrate", parents=[common], help="create or upgrade the database tables")
+    migrate.add_argument("--compact", action="store_true",
+                         help="then copy Raw into the compact layout (MariaDB; resumable, the service may run)")
     rollup = sub.add_parser("rollup", parents=[common], help="recompute the 15-minute rollups of a range from Raw")
     rollup.add_argument("--from", dest="start", metavar="UTC", help="first day or time (default: oldest row)")
     rollup.add_argument("--to", dest="end", metavar="UTC", help="end, exclusive (default: after the newest row)")
@@ -85,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "check":
             return run_async(commands.check(site))
         if command == "migrate":
+            if args.compact:
+                return run_async(storage_commands.migrate_compact(site))
             return run_async(commands.migrate(site))
         if command == "rollup":
             return run_async(storage_commands.rollup(site, args.start, args.end))

@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from susee.compact import CompactCopy
 from susee.partitions import partitions_of
 from susee.retention import horizon
 from susee.rollup import prepare_session, BUCKET, Rollups, Session, as_datetime, bucket_of, now_utc
@@ -82,11 +83,41 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None) -> in
         await sink.close()
 
 
-def _progress(total: int):
-    """A tqdm bar in buckets on a terminal, silent otherwise."""
+def _progress(total: int | None, unit: str = "bucket"):
+    """A tqdm bar (with its ETA) on a terminal, silent otherwise."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="bucket", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, unit_scale=True, disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+async def migrate_compact(site: Site) -> int:
+    """``susee migrate --compact``: the usual migrations, then Raw into the compact layout (resumable)."""
+    settings = site.settings
+    sink = create_sink(settings.database_target(), settings.job_id, rollups=False)
+    if sink.target.kind != "mysql":
+        print("susee migrate --compact: only MariaDB has the compact layout; SQLite keeps its own")
+        return 2
+    copy = CompactCopy(settings.job_id, now_utc().date(), settings.storage.partitions_ahead_days)
+
+    async def work(session: Session) -> list[str]:
+        with _progress(None, "row") as bar:
+            def total(rows: int) -> None:
+                bar.reset(total=rows)
+
+            return await copy.run(session, bar.update, total)
+
+    try:
+        await sink.open()
+        for line in await sink.migrate():
+            print(line)
+        for line in await sink.session("migrate --compact", work):
+            print(line)
+    except SinkError as exc:
+        print(f"database {sink.target}: {exc} (run the command again: it resumes where it stopped)")
+        return 1
+    finally:
+        await sink.close()
+    return 0
 
 
 async def storage_lines(site: Site) -> list[str]:
