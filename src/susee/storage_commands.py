@@ -151,19 +151,27 @@ async def storage_lines(site: Site) -> list[str]:
 async def _sizes(session: Session, site: Site, rows_per_day: float) -> list[str]:
     job = site.settings.job_id
     if session.dialect != "mariadb":
-        ((pages,), (page_size,)) = (await session.fetch("PRAGMA page_count"))[0], (await session.fetch("PRAGMA page_size"))[0]
+        ((pages,),), ((page_size,),) = await session.fetch("PRAGMA page_count"), await session.fetch("PRAGMA page_size")
         return [f"  database file: {pages * page_size / 1e6:,.1f} MB (SQLite, all tables)"]
-    rows = await session.fetch(
-        "SELECT TABLE_NAME, TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES"
-        " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (%s, %s)",
-        (f"see{job}Raw", f"see{job}Q15"),
-    )
-    partitions = await partitions_of(session, f"see{job}Raw")
-    compact = bool(partitions)
-    per_sample = COMPACT_BYTES_PER_SAMPLE if compact else TODAY_BYTES_PER_SAMPLE
-    lines = [f"  Raw layout: {'compact, ' + str(len(partitions)) + ' day partitions' if compact else 'not compact'}"
-             f" (~{per_sample} bytes/sample measured: ~{rows_per_day * per_sample / 1e9:,.2f} GB/day at this"
-             f" configuration{'' if compact else '; susee migrate --compact converts it'})"]
-    for table, count, size in rows:
-        lines.append(f"  {table}: about {int(count or 0):,} rows, {int(size or 0) / 1e6:,.1f} MB (uncompressed page size)")
+    partitions = [p for p in await partitions_of(session, f"see{job}Raw") if p.below is not None]
+    per_sample = COMPACT_BYTES_PER_SAMPLE if partitions else TODAY_BYTES_PER_SAMPLE
+    shape = (f"compact, {len(partitions)} day partition{'s' if len(partitions) != 1 else ''}" if partitions
+             else "not compact (susee migrate --compact converts it)")
+    lines = [f"  Raw layout: {shape}; ~{per_sample} bytes/sample measured: ~{rows_per_day * per_sample / 1e9:,.2f}"
+             " GB/day at this configuration"]
+    for table in (f"see{job}Raw", f"see{job}Q15"):
+        ((rows,),) = await session.fetch(
+            "SELECT COALESCE(SUM(TABLE_ROWS), 0) FROM information_schema.PARTITIONS"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,))
+        lines.append(f"  {table}: about {int(rows):,} rows, {await _allocated(session, table) / 1e6:,.1f} MB on disk")
     return lines
+
+
+async def _allocated(session: Session, table: str) -> int:
+    """Bytes the table's files occupy (compressed pages count as what they take), every partition."""
+    ((database,),) = await session.fetch("SELECT DATABASE()")
+    name = f"{database}/{table}"
+    ((allocated,),) = await session.fetch(
+        "SELECT COALESCE(SUM(ALLOCATED_SIZE), 0) FROM information_schema.INNODB_SYS_TABLESPACES"
+        " WHERE NAME = %s OR LEFT(NAME, %s) = %s", (name, len(name) + 3, name + "#P#"))
+    return int(allocated)
