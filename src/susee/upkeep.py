@@ -66,6 +66,11 @@ class StorageUpkeep:
                 if not self._failing:
                     log.warning("storage upkeep: %s; retrying every %g s", exc, self.settings.rollup_every)
                 self._failing = True
+            except Exception:  # a bug must not stop the acquisition: say it once, try again later
+                self._owner = False
+                if not self._failing:
+                    log.exception("storage upkeep failed; retrying every %g s", self.settings.rollup_every)
+                self._failing = True
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.rollup_every)
 
