@@ -57,13 +57,7 @@ async def store(request, job_id, tmp_path):
         conn = None
 
         def query(sql, params=()):
-            nonlocal conn
-            if conn is None:  # the database exists once the sink migrated
-                conn = pymysql.connect(host=target.host, port=target.port, user="root", password="",
-                                       database=target.database, autocommit=True)
-            with conn.cursor() as cursor:
-                cursor.execute(sql, params)
-                return [tuple(row) for row in cursor.fetchall()]
+            return mariadb_query(target, sql, params)
     else:
         target = DatabaseTarget(kind="sqlite", database="seedb000", path=tmp_path / "susee.db")
         url = f"sqlite:///{target.path}"
@@ -81,6 +75,18 @@ async def store(request, job_id, tmp_path):
     yield Store(sink, settings, query, request.param, job_id)
     await sink.close()
     if conn is not None:
+        conn.close()
+
+
+def mariadb_query(target: DatabaseTarget, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of one query on the test's database, on a connection of its own."""
+    conn = pymysql.connect(host=target.host, port=target.port, user="root", password="", database=target.database,
+                           autocommit=True)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()]
+    finally:
         conn.close()
 
 

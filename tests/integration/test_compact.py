@@ -11,6 +11,7 @@ import pytest
 from susee.compact import CompactCopy
 from susee.sample import Sample
 from susee.sinks import create_sink
+from tests.integration.storage_support import mariadb_query
 from tests.integration.test_migrations import create_seed_database
 
 TICK = 1613644200.0  # 2021-02-18 10:30:00 UTC
@@ -22,14 +23,7 @@ class Interrupted(Exception):
 
 
 def query(target, sql, params=()):
-    conn = pymysql.connect(host=target.host, port=target.port, user="root", password="", database=target.database,
-                           autocommit=True)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            return [tuple(row) for row in cursor.fetchall()]
-    finally:
-        conn.close()
+    return mariadb_query(target, sql, params)
 
 
 def all_rows(target, job_id):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pymysql
 import pytest
 
 from susee.upkeep import StorageUpkeep
-from tests.integration.storage_support import Store, assert_rollups_equal_raw
+from tests.integration.storage_support import Store, assert_rollups_equal_raw, mariadb_query
 from tests.integration.test_reliability import (  # noqa: F401 - fixtures
     OUTAGE_S,
     proxy,
@@ -22,17 +21,8 @@ from tests.integration.test_reliability import (  # noqa: F401 - fixtures
 
 
 def store_of(target, settings) -> Store:
-    def query(sql, params=()):
-        conn = pymysql.connect(host=target.host, port=target.port, user="root", password="",
-                               database=target.database, autocommit=True)
-        try:
-            with conn.cursor() as cursor:
-                cursor.execute(sql, params)
-                return [tuple(row) for row in cursor.fetchall()]
-        finally:
-            conn.close()
-
-    return Store(None, settings, query, "mariadb", settings.job_id)
+    return Store(None, settings, lambda sql, params=(): mariadb_query(target, sql, params), "mariadb",
+                 settings.job_id)
 
 
 @pytest.mark.timeout(150)
