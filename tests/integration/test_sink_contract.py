@@ -192,3 +192,35 @@ async def test_recent_returns_last_per_key_and_newest_raw_first(store):
 
     assert [(r[0], r[2], r[3]) for r in last] == [("d01", "104", 2.0)]
     assert [r[3] for r in raw] == [2.0, 1.0]
+
+
+async def test_every_write_marks_its_buckets_and_the_rollups_equal_raw(store):
+    """Rollups through the same sinks (see tests/integration/test_rollups.py for the hard cases)."""
+    from datetime import datetime
+
+    from susee.config import Settings
+    from susee.upkeep import StorageUpkeep
+    from tests.integration.storage_support import expected_q15, same_row
+
+    await store.sink.write([sample for sample, _ in EXACT_ROWS])
+    await store.sink.write([Sample("d01", "222", TICK + 60 * k, 1000.0 + k * k, 1.0, 0) for k in range(40)])
+    assert count(store, "Q15Dirty") == 3  # 10:30, 10:45 and 11:00
+
+    auditor = create_sink(store.sink.target, store.job_id, rollups=False)
+    settings = Settings(job_id=store.job_id, database={"url": "sqlite:///unused.db"})  # only job and storage are read
+    upkeep = StorageUpkeep(settings, sink=auditor, now=lambda: datetime(2021, 2, 19))
+    try:
+        await auditor.session("test", upkeep.run_once)
+    finally:
+        await auditor.close()
+
+    raw = store.query(f"SELECT idDevice, {store.date}, idParam, Value, Code FROM see{store.job_id}Raw")
+    bucket = store.date.replace("Date", "Bucket")
+    q15 = {row[:3]: row[3:] for row in store.query(
+        f"SELECT idDevice, idParam, {bucket}, Samples, Good, MinValue, MeanValue, Rise, Fall, Drops, MaxRise, Codes"
+        f" FROM see{store.job_id}Q15")}
+    expected = expected_q15(raw)
+    assert set(q15) == set(expected) and count(store, "Q15Dirty") == 0
+    for key, want in expected.items():
+        samples, good, low, _, mean, _, _, _, _, rise, fall, drops, max_rise, codes = want
+        assert same_row(q15[key], (samples, good, low, mean, rise, fall, drops, max_rise, codes)), key
