@@ -97,7 +97,13 @@ class StorageUpkeep:
         assert self.rollups is not None
         keep_from = self._raw_horizon(now)
         done = 0
-        for bucket, version in await self.rollups.dirty(session):
+        due = await self.rollups.dirty(session)
+        late = [bucket for bucket, _ in due if keep_from is not None and bucket < keep_from]
+        if late:
+            log.info("storage upkeep: rows written for %d bucket(s) before the Raw horizon %s (%s .. %s, a late"
+                     " spool): kept until the next expiry; their rollups only gain keys they lacked",
+                     len(late), keep_from, late[0], late[-1])
+        for bucket, version in due:
             if self._stop.is_set():
                 break
             is_open = bucket + BUCKET + CLOSE_GRACE > now

@@ -183,7 +183,7 @@ async def test_kill_9_after_a_raw_commit_then_restart_rolls_the_rows_up(store, t
     assert store.q15()[("d09", "222", "2021-02-18 10:30:00")][:2] == (90, 90)
 
 
-async def test_a_late_row_for_an_expired_day_never_shrinks_its_rollup(store):
+async def test_a_late_row_for_an_expired_day_is_written_logged_and_never_shrinks_its_rollup(store, caplog):
     old = fleet_samples(devices=2, ticks=90)  # 10:30 .. 10:44:50
     await store.sink.write(old)
     await roll_up(store)
@@ -196,7 +196,9 @@ async def test_a_late_row_for_an_expired_day_never_shrinks_its_rollup(store):
     late = [Sample("d00", "222", TICK + 5, 1.0, 3.0, 0), Sample("d77", "222", TICK + 5, 7.0, 3.0, 0)]
     await store.sink.write(late)  # a spool replayed after the expiry: still written
     assert len(store.raw()) == 2
+    caplog.set_level("INFO", logger="susee.upkeep")
     await roll_up(store, later, raw_keep_days=2)
+    assert any("rows written for 1 bucket(s) before the Raw horizon" in r.getMessage() for r in caplog.records)
     after = store.q15()
     assert after[("d00", "222", "2021-02-18 10:30:00")] == before[("d00", "222", "2021-02-18 10:30:00")]
     assert after[("d77", "222", "2021-02-18 10:30:00")][:2] == (1, 1), "a key with no rollup yet is added"
