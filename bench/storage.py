@@ -21,6 +21,7 @@ database host).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import struct
@@ -207,7 +208,8 @@ def q15_rows(cursor, datadir: Path, database: str, raw_table: str, raw_rows: int
         for statement in MARIADB_SESSION:
             cursor.execute(statement)
         began = time.perf_counter()
-        cursor.execute(sql, (first, last))
+        for hour in range(math.ceil(hours)):  # an hour a statement, as susee rollup does
+            cursor.execute(sql, (step(start_s, hour), min(step(start_s, hour + 1), last)))
         elapsed = time.perf_counter() - began
         cursor.execute("SELECT COUNT(*) FROM q15")
         (computed,) = cursor.fetchone()
@@ -222,9 +224,13 @@ def q15_rows(cursor, datadir: Path, database: str, raw_table: str, raw_rows: int
         flush(cursor, "q15")
         size = allocated_bytes(datadir, database, "q15")
         print(f"Q15 {options or 'uncompressed':<18} {count:,} rows, {size / count:.1f} bytes/row"
-              f" ({raw_rows / count:.0f} raw rows per rollup row at this period);"
+              f" ({raw_rows / computed:.0f} raw rows per rollup row at this period);"
               f" rollup of {raw_rows:,} raw rows into {computed:,} rows in {elapsed:.1f} s"
               f" = {raw_rows / elapsed:,.0f} raw rows/s", flush=True)
+
+
+def step(start_s: int, hour: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s + hour * 3600))
 
 
 def fill_days(bytes_per_row: float, period_s: int) -> float:
