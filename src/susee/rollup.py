@@ -147,16 +147,20 @@ def recompute_sql(dialect: str, tables: Tables, keep_existing: bool) -> str:
     names = [f"{quote}{name}{quote}" for name in Q15_NAMES]
     columns, updated = ", ".join(names), names[3:]
     if dialect == "mariadb":
-        bucket = "TIMESTAMPADD(MINUTE, TIMESTAMPDIFF(MINUTE, '1970-01-01', `Date`) DIV 15 * 15, '1970-01-01')"
+        # The bucket as a number (quarter hours since the epoch) while sorting and
+        # grouping, a DATETIME only in the output: 30 % faster (bench/README.md).
+        bucket = "TIMESTAMPDIFF(MINUTE, '1970-01-01', `Date`) DIV 15"
+        bucket_out = "TIMESTAMPADD(MINUTE, Bucket * 15, '1970-01-01')"
         rise, fall, codes, date = "GREATEST(diff, 0)", "GREATEST(-diff, 0)", "BIT_OR(Code)", "`Date`"
     else:
         bucket = "substr(Date, 1, 14) || printf('%02d', CAST(substr(Date, 15, 2) AS INTEGER) / 15 * 15) || ':00'"
+        bucket_out = "Bucket"
         rise, fall, codes, date = "MAX(diff, 0)", "MAX(-diff, 0)", "bit_or(Code)", "Date"
     # One window, one sort: the first good row of a key and bucket is the one
     # with no previous good value, the last the one with no next.
     window = f"PARTITION BY idDevice, idParam, Bucket, gv IS NULL ORDER BY {date}"
     select = f"""
-SELECT idDevice, idParam, Bucket, COUNT(*), COUNT(gv), MIN(gv), MAX(gv), AVG(gv),
+SELECT idDevice, idParam, {bucket_out}, COUNT(*), COUNT(gv), MIN(gv), MAX(gv), AVG(gv),
     MIN(gd), MAX(CASE WHEN prev IS NULL THEN gv END), MAX(gd), MAX(CASE WHEN nxt IS NULL THEN gv END),
     CASE WHEN COUNT(gv) > 0 THEN COALESCE(SUM({rise}), 0) END,
     CASE WHEN COUNT(gv) > 0 THEN COALESCE(SUM({fall}), 0) END,
