@@ -202,7 +202,7 @@ def q15_rows(cursor, datadir: Path, database: str, raw_table: str, raw_rows: int
     for options in ("", "PAGE_COMPRESSED=1"):
         cursor.execute("DROP TABLE IF EXISTS q15")
         cursor.execute("CREATE TABLE q15 " + Q15_TABLE.format(options=options))
-        sql = recompute_sql("mariadb", Tables(raw=f"`{raw_table}`", q15="q15", dirty="unused"), keep_existing=False)
+        sql = recompute_sql(Tables(raw=f"`{raw_table}`", q15="q15", dirty="unused"), keep_existing=False)
         first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s))
         last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s + int(hours * 3600)))
         for statement in MARIADB_SESSION:

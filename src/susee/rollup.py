@@ -6,8 +6,8 @@ How the rollups stay equal to Raw (late rows, replays, duplicates, crashes):
   fall in into ``see<job>Q15Dirty`` (``Version = Version + 1``), in the same
   transaction as the rows: a committed row always leaves its bucket marked.
 - :func:`refresh_bucket` reads a marker's Version, recomputes the bucket from
-  Raw (one ``INSERT ... SELECT ... GROUP BY`` with window functions, an upsert
-  by (idDevice, idParam, Bucket), so a recomputation is idempotent) and
+  Raw (a ``SELECT ... GROUP BY`` with window functions, upserted by
+  (idDevice, idParam, Bucket), so a recomputation is idempotent) and
   deletes the marker only if its Version is unchanged, all in one
   transaction. A write that committed after the recompute's snapshot bumped
   the Version, so the marker stays and the bucket is done again. On MariaDB
@@ -58,6 +58,8 @@ class Session(Protocol):
     async def fetch(self, sql: str, params: Sequence[object] | None = None) -> list[tuple]: ...
 
     async def execute(self, sql: str, params: Sequence[object] | None = None) -> int: ...
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
 
     async def begin(self) -> None: ...
 
@@ -132,8 +134,8 @@ def mark_sql(dialect: str, dirty: str, buckets: int) -> str:
     return f"INSERT INTO {dirty} (Bucket, Version) VALUES {values} ON CONFLICT (Bucket) DO UPDATE SET Version = Version + 1"
 
 
-def recompute_sql(dialect: str, tables: Tables, keep_existing: bool) -> str:
-    """INSERT ... SELECT of the Q15 rows of Raw rows with ``from <= Date < to`` (two parameters).
+def select_sql(dialect: str, tables: Tables) -> str:
+    """SELECT of the Q15 rows of Raw rows with ``from <= Date < to`` (two parameters), in Q15's column order.
 
     Rise, Fall, Drops and MaxRise come from the difference of each good value
     to the previous good value of its key and bucket (LAG over the good rows
@@ -143,9 +145,6 @@ def recompute_sql(dialect: str, tables: Tables, keep_existing: bool) -> str:
     their frames cost more, measured in bench/README.md).
     """
     mark = "%s" if dialect == "mariadb" else "?"
-    quote = "`" if dialect == "mariadb" else '"'
-    names = [f"{quote}{name}{quote}" for name in Q15_NAMES]
-    columns, updated = ", ".join(names), names[3:]
     if dialect == "mariadb":
         # The bucket as a number (quarter hours since the epoch) while sorting and
         # grouping, a DATETIME only in the output: 30 % faster (bench/README.md).
@@ -178,28 +177,58 @@ FROM (
     ) AS l
 ) AS w
 GROUP BY idDevice, idParam, Bucket"""
-    if dialect == "mariadb":
-        if keep_existing:  # not INSERT IGNORE: that would turn every other error into a warning too
-            return f"INSERT INTO {tables.q15} ({columns}){select}\nON DUPLICATE KEY UPDATE idDevice = idDevice"
-        updates = ", ".join(f"{column} = VALUES({column})" for column in updated)
-        return f"INSERT INTO {tables.q15} ({columns}){select}\nON DUPLICATE KEY UPDATE {updates}"
+    return select
+
+
+def _columns(dialect: str) -> list[str]:
+    quote = "`" if dialect == "mariadb" else '"'
+    return [f"{quote}{name}{quote}" for name in Q15_NAMES]
+
+
+def recompute_sql(tables: Tables, keep_existing: bool) -> str:
+    """MariaDB: INSERT ... SELECT of the Q15 rows of a Date range, the server moves the rows.
+
+    ``keep_existing``: only keys with no Q15 row are added (an upsert that
+    changes nothing, not INSERT IGNORE, which would turn every other error
+    into a warning too).
+    """
+    names = _columns("mariadb")
+    head = f"INSERT INTO {tables.q15} ({', '.join(names)}){select_sql('mariadb', tables)}\nON DUPLICATE KEY UPDATE "
     if keep_existing:
-        return f"INSERT OR IGNORE INTO {tables.q15} ({columns}){select}"
-    updates = ", ".join(f"{column} = excluded.{column}" for column in updated)
-    # "WHERE true": SQLite's parser needs it between a SELECT and ON CONFLICT.
-    return (f"INSERT INTO {tables.q15} ({columns}) SELECT * FROM ({select}) WHERE true\n"
-            f"ON CONFLICT (idDevice, idParam, Bucket) DO UPDATE SET {updates}")
+        return head + "idDevice = idDevice"
+    return head + ", ".join(f"{column} = VALUES({column})" for column in names[3:])
+
+
+def values_sql(tables: Tables, keep_existing: bool) -> str:
+    """SQLite: INSERT of one computed Q15 row (17 parameters), see ``Rollups.stage``."""
+    names = _columns("sqlite")
+    head = (f"INSERT {'OR IGNORE ' if keep_existing else ''}INTO {tables.q15} ({', '.join(names)})"
+            f" VALUES ({', '.join(['?'] * len(names))})")
+    if keep_existing:
+        return head
+    updates = ", ".join(f"{column} = excluded.{column}" for column in names[3:])
+    return f"{head} ON CONFLICT (idDevice, idParam, Bucket) DO UPDATE SET {updates}"
 
 
 class Rollups:
-    """Recomputes Q15 buckets of one job on one session."""
+    """Recomputes Q15 buckets of one job on one session.
+
+    On MariaDB one ``INSERT ... SELECT`` per range, at READ COMMITTED: it
+    locks nothing in Raw, so the writer never waits. On SQLite the rows are
+    computed first (``stage``: a read, which in WAL mode never blocks the
+    writer) and written in a short transaction: a write transaction around
+    the whole computation would hold SQLite's single write lock for seconds.
+    """
 
     def __init__(self, job_id: str, dialect: str) -> None:
         self.dialect = dialect
         self.tables = Tables.of(job_id, dialect)
         mark = "%s" if dialect == "mariadb" else "?"
-        self._upsert = recompute_sql(dialect, self.tables, keep_existing=False)
-        self._keep = recompute_sql(dialect, self.tables, keep_existing=True)
+        if dialect == "mariadb":
+            self._write = {keep: recompute_sql(self.tables, keep) for keep in (False, True)}
+        else:
+            self._select = select_sql(dialect, self.tables)
+            self._write = {keep: values_sql(self.tables, keep) for keep in (False, True)}
         self._dirty = f"SELECT Bucket, Version FROM {self.tables.dirty} ORDER BY Bucket"
         self._clear = f"DELETE FROM {self.tables.dirty} WHERE Bucket = {mark} AND Version = {mark}"
 
@@ -207,26 +236,37 @@ class Rollups:
         """Buckets due, oldest first, with their marker Version."""
         return [(as_datetime(bucket), int(version)) for bucket, version in await session.fetch(self._dirty)]
 
-    async def recompute(self, session: Session, start: datetime, end: datetime, horizon: datetime | None) -> int:
-        """Recompute every bucket in ``[start, end)`` (bucket-aligned); the caller commits.
+    async def stage(self, session: Session, start: datetime, end: datetime,
+                    horizon: datetime | None) -> list[tuple[bool, tuple, list[tuple]]]:
+        """The parts of ``[start, end)``: (keep existing rows?, bounds, computed rows on SQLite).
 
-        Buckets before ``horizon`` (the Raw retention horizon) only gain keys
-        they lack. Returns the statement's affected-row count.
+        Buckets before ``horizon`` (the Raw retention horizon) only gain keys they lack.
         """
-        count = 0
+        parts = []
         if horizon is not None and start < horizon:
             split = min(end, horizon)
-            count += await session.execute(self._keep, (_text(start), _text(split)))
+            parts.append((True, (_text(start), _text(split))))
             start = split
         if start < end:
-            count += await session.execute(self._upsert, (_text(start), _text(end)))
-        return count
+            parts.append((False, (_text(start), _text(end))))
+        if self.dialect == "mariadb":
+            return [(keep, bounds, []) for keep, bounds in parts]
+        return [(keep, bounds, await session.fetch(self._select, bounds)) for keep, bounds in parts]
+
+    async def write(self, session: Session, staged: list[tuple[bool, tuple, list[tuple]]]) -> None:
+        """Write staged parts into Q15 (the caller's transaction)."""
+        for keep, bounds, rows in staged:
+            if self.dialect == "mariadb":
+                await session.execute(self._write[keep], bounds)
+            elif rows:
+                await session.execute_many(self._write[keep], rows)
 
     async def refresh_bucket(self, session: Session, bucket: datetime, version: int, horizon: datetime | None) -> bool:
         """Recompute one marked bucket; True if its marker was cleared (no write meanwhile)."""
+        staged = await self.stage(session, bucket, bucket + BUCKET, horizon)
         await session.begin()
         try:
-            await self.recompute(session, bucket, bucket + BUCKET, horizon)
+            await self.write(session, staged)
             cleared = await session.execute(self._clear, (_text(bucket), version)) == 1
             await session.commit()
         except BaseException:
@@ -241,9 +281,10 @@ class Rollups:
         step_start = start
         while step_start < end:
             step_end = min(end, step_start + RANGE_STEP)
+            staged = await self.stage(session, step_start, step_end, horizon)
             await session.begin()
             try:
-                await self.recompute(session, step_start, step_end, horizon)
+                await self.write(session, staged)
                 await session.commit()
             except BaseException:
                 await session.rollback()

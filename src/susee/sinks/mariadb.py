@@ -310,6 +310,10 @@ class _MariaDBSchema:
             await cursor.execute(sql, params or None)
             return cursor.rowcount
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        async with self._conn.cursor() as cursor:
+            await cursor.executemany(sql, rows)
+
     async def begin(self) -> None:
         # DDL commits implicitly on MariaDB: each statement stands alone, which is
         # why every migration statement is written to be safe to re-run.

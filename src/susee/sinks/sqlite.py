@@ -195,6 +195,9 @@ class _SQLiteSchema:
     async def execute(self, sql: str, params: Sequence[object] | None = None) -> int:
         return await _in_thread(lambda: self._conn.execute(sql, tuple(params or ())).rowcount)
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        await _in_thread(lambda: self._conn.executemany(sql, rows))
+
     async def begin(self) -> None:
         # SQLite DDL is transactional: a migration applies entirely or not at all.
         await self.execute("BEGIN IMMEDIATE")
