@@ -100,3 +100,26 @@ async def chunked_retention(sink, run_query, job_id, monkeypatch, caplog) -> Non
     held = await sink.session("test", lambda s: expire_raw(s, job_id, keep_from + timedelta(days=1),
                                                            datetime(2021, 2, 20, 10, 45)))
     assert held is None, "a bucket of 2021-02-20 is still to roll up: that day stays"
+
+
+async def test_migrate_compact_command_converts_then_says_already_compact(tmp_path, mariadb_target, job_id):
+    todays_layout(mariadb_target, job_id)
+    url = f"mysql://root@{mariadb_target.host}:{mariadb_target.port}/{mariadb_target.database}"
+    site = write_site(tmp_path, devices=[], db_url=url, job_id=job_id)
+
+    first = await run_cli(tmp_path, "migrate", "--compact", "--config", str(site))
+    second = await run_cli(tmp_path, "migrate", "--compact", "--config", str(site))
+
+    assert first.returncode == 0, first.output
+    assert "migration 0004 compact_raw applied" in first.stdout
+    assert f"see{job_id}Raw: all 1 rows of the old layout are in the compact one, identical; old table dropped" \
+        in first.stdout
+    assert second.returncode == 0 and f"see{job_id}Raw is already compact" in second.stdout, second.output
+    assert query(mariadb_target, f"SELECT idDevice, CAST(`Date` AS CHAR), Value, Delay FROM see{job_id}Raw") == [
+        ("d99", "2021-02-17 23:59:59.500000", 0.1, 1.5)]
+
+
+async def test_migrate_compact_on_sqlite_says_it_has_no_compact_layout(tmp_path):
+    site = write_site(tmp_path, devices=[], db_url=f"sqlite:///{tmp_path / 'x.db'}")
+    result = await run_cli(tmp_path, "migrate", "--compact", "--config", str(site))
+    assert result.returncode == 2 and "only MariaDB has the compact layout" in result.stdout
