@@ -163,15 +163,22 @@ async def _sizes(session: Session, site: Site, rows_per_day: float) -> list[str]
         ((rows,),) = await session.fetch(
             "SELECT COALESCE(SUM(TABLE_ROWS), 0) FROM information_schema.PARTITIONS"
             " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,))
-        lines.append(f"  {table}: about {int(rows):,} rows, {await _allocated(session, table) / 1e6:,.1f} MB on disk")
+        allocated = await _allocated(session, table)
+        size = f"{allocated / 1e6:,.1f} MB on disk" if allocated is not None else "size on disk needs the PROCESS privilege"
+        lines.append(f"  {table}: about {int(rows):,} rows, {size}")
     return lines
 
 
-async def _allocated(session: Session, table: str) -> int:
+async def _allocated(session: Session, table: str) -> int | None:
     """Bytes the table's files occupy (compressed pages count as what they take), every partition."""
     ((database,),) = await session.fetch("SELECT DATABASE()")
     name = f"{database}/{table}"
-    ((allocated,),) = await session.fetch(
-        "SELECT COALESCE(SUM(ALLOCATED_SIZE), 0) FROM information_schema.INNODB_SYS_TABLESPACES"
-        " WHERE NAME = %s OR LEFT(NAME, %s) = %s", (name, len(name) + 3, name + "#P#"))
+    try:
+        ((allocated,),) = await session.fetch(
+            "SELECT COALESCE(SUM(ALLOCATED_SIZE), 0) FROM information_schema.INNODB_SYS_TABLESPACES"
+            " WHERE NAME = %s OR LEFT(NAME, %s) = %s", (name, len(name) + 3, name + "#P#"))
+    except Exception as exc:  # noqa: BLE001 - a missing privilege must not hide the other figures
+        if exc.args[:1] != (1227,):  # ER_SPECIFIC_ACCESS_DENIED_ERROR
+            raise
+        return None
     return int(allocated)
