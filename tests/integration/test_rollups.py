@@ -217,3 +217,36 @@ async def test_rollup_expiry_removes_only_buckets_before_its_horizon(store):
 
 def test_bucket_is_fifteen_minutes():
     assert BUCKET == timedelta(minutes=15)
+
+
+class Crash(Exception):
+    """The process dies between the rollup's write and its commit."""
+
+
+class CrashBeforeClearingMarkers:
+    """A session that fails where the marker of a recomputed bucket would be removed."""
+
+    def __init__(self, session) -> None:
+        self._session = session
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    async def execute(self, sql, params=None):
+        if sql.startswith("DELETE FROM") and "Q15Dirty" in sql:
+            raise Crash
+        return await self._session.execute(sql, params)
+
+
+async def test_an_interrupted_recompute_changes_nothing_and_is_done_at_the_next_start(store):
+    await store.sink.write(fleet_samples(devices=3, ticks=200))  # three buckets
+    upkeep = StorageUpkeep(store.settings, now=lambda: NOW)
+    try:
+        with pytest.raises(Crash):
+            await upkeep.sink.session("test", lambda session: upkeep.run_once(CrashBeforeClearingMarkers(session)))
+    finally:
+        await upkeep.sink.close()
+    assert store.q15() == {} and store.dirty() == 3, "rolled back: no rollup, every marker kept"
+    await roll_up(store)  # the next start
+    assert store.dirty() == 0
+    assert_rollups_equal_raw(store)
