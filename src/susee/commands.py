@@ -15,7 +15,8 @@ from susee.quality import Code, describe
 from susee.sinks import SinkError, create_sink, format_tick
 from susee.spool import folder_problem as spool_folder_problem
 from susee.spool import inspect as inspect_spool
-from susee.supervisor import Supervisor, embedded_simulator
+from susee.simulator import embedded_simulator
+from susee.supervisor import Supervisor
 from susee.ticks import TickGrid, WallClock
 from susee.transport import LinkPool
 from susee.workers import (

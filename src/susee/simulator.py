@@ -15,7 +15,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -26,6 +28,9 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from susee.codec import encode, make_decoder, registers_to_bytes
 from susee.profiles import load_profile
 from susee.simulator_model import UnitModel
+
+if TYPE_CHECKING:
+    from susee.config import Settings
 
 _log = logging.getLogger(__name__)
 
@@ -328,3 +333,15 @@ async def serve(host: str, port: int, units: list[int], faults: Mapping[int, Fau
             ",".join(str(u) for u in simulator.units),
         )
         await asyncio.Event().wait()
+
+
+def embedded_simulator(settings: Settings) -> AbstractAsyncContextManager:
+    """The in-process PAC3200 simulator of the demo, or a no-op when none is configured.
+
+    Either way an async context manager, so callers just enter it.
+    """
+    sim = settings.simulator
+    if sim is None or not sim.enabled:
+        return nullcontext()
+    _log.info("embedded PAC3200 simulator on %s:%d, units %s", sim.host, sim.port, sim.units)
+    return Pac3200Simulator(sim.host, sim.port, parse_units(sim.units), record=False)

@@ -9,17 +9,18 @@ and the database. A second signal skips the waiting and spills at once.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
-from contextlib import AsyncExitStack, nullcontext
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
 from susee.poller import Poller, PollReports
 from susee.quality import describe
+from susee.runtime import freeze_after_first_tick, quiet_collector
 from susee.shown import SHOWN, first_few
+from susee.simulator import embedded_simulator
 from susee.sinks import Sink
 from susee.spool import Spool
 from susee.ticks import Clock, TickGrid, WallClock
@@ -29,12 +30,6 @@ from susee.writer import Writer
 log = logging.getLogger(__name__)
 
 DEFAULT_SPOOL = Path("spool")  # without a config file (tests, embedding): relative to the working folder
-# The collector's young generation runs when this many more objects were
-# allocated than freed: above what one tick keeps in flight (a PAC3200
-# device-tick: 8 samples, their lists, answers and futures, ~20 objects, held
-# until the writer has stored them), so that a busy tick alone never runs it.
-YOUNG_OBJECTS_PER_DEVICE = 20
-YOUNG_GC_THRESHOLD = 50_000
 
 
 class Supervisor:
@@ -76,14 +71,11 @@ class Supervisor:
                 self._install_signal_handlers()
                 stack.callback(self._remove_signal_handlers)
             self.startup()
-            thresholds = gc.get_threshold()
-            _freeze_long_lived_objects(len(self.plans))
-            try:
-                await self.main_loop(duration_s)
-            finally:
-                await self.shutdown()
-                gc.unfreeze()  # an embedding process (tests) gets its objects collectable again
-                gc.set_threshold(*thresholds)
+            with quiet_collector(len(self.plans)):
+                try:
+                    await self.main_loop(duration_s)
+                finally:
+                    await self.shutdown()
         return 0
 
     def startup(self) -> None:
@@ -131,23 +123,15 @@ class Supervisor:
         waiters.append(self._writer_task)  # a crashed writer must stop the service, not hide
         if duration_s is not None:
             waiters.append(asyncio.create_task(asyncio.sleep(duration_s)))
-        freeze = asyncio.create_task(self._freeze_after_first_tick(), name="gc-freeze")
+        freeze = asyncio.create_task(
+            freeze_after_first_tick(lambda: all(p.stats.ticks for p in self.pollers), self.grid.period_s),
+            name="gc-freeze",
+        )
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         freeze.cancel()
         for waiter in waiters:
             if waiter is not self._writer_task:
                 waiter.cancel()
-
-    async def _freeze_after_first_tick(self) -> None:
-        """Freeze once more when every device has polled a tick: its connection exists by then.
-
-        Thousands of connections are long-lived objects too; start-up cannot
-        freeze them, they are made by the first tick. No collection first: that
-        would pause the loop during acquisition.
-        """
-        while not all(poller.stats.ticks for poller in self.pollers):
-            await asyncio.sleep(self.grid.period_s)
-        gc.freeze()
 
     def stop(self) -> None:
         """Ask for a clean stop (signal handlers call this); asked again, stop at once."""
@@ -287,43 +271,3 @@ def profile_summary(plans: list[DevicePlan]) -> str:
     if without_driver:
         parts.append(f"{without_driver} without a driver")
     return ", ".join(parts) or "none"
-
-
-def _freeze_long_lived_objects(devices: int) -> None:
-    """Keep the garbage collector off the hot path: freeze what start-up built, and collect rarely.
-
-    A site of thousands of meters holds hundreds of thousands of objects that
-    live as long as the process (settings, profiles, plans, pollers); every
-    full collection would traverse them all, pausing the loop for 100-200 ms.
-    Frozen, they are never traversed again (they are still freed normally if
-    they ever become garbage without a cycle); the connections are frozen
-    after the first tick (``_freeze_after_first_tick``).
-
-    What acquisition makes afterwards (samples, answers, batches) is freed by
-    reference counting, but a sample lives about a second, queued for the
-    writer: with the default young-generation threshold (700 objects more
-    allocated than freed) the collector ran some 25 times a second at 1,000
-    meters and traversed every sample in flight, ~5 ms of CPU a second (5 µs
-    per device-tick, measured with gc.callbacks). With the threshold above
-    the number of objects a tick keeps in flight, it runs a few times a
-    minute: the only garbage it is there for, reference cycles (an exception
-    and its traceback), waits a little longer, bounded by the threshold.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(max(YOUNG_GC_THRESHOLD, YOUNG_OBJECTS_PER_DEVICE * devices), middle, oldest)
-
-
-def embedded_simulator(settings: Settings):
-    """The in-process PAC3200 simulator of the demo, or a no-op when none is configured.
-
-    Either way an async context manager, so callers just enter it.
-    """
-    sim = settings.simulator
-    if sim is None or not sim.enabled:
-        return nullcontext()
-    from susee.simulator import Pac3200Simulator, parse_units  # only sites that use it pay the import
-
-    log.info("embedded PAC3200 simulator on %s:%d, units %s", sim.host, sim.port, sim.units)
-    return Pac3200Simulator(sim.host, sim.port, parse_units(sim.units), record=False)

@@ -40,7 +40,7 @@ from susee.devices import DevicePlan
 from susee.sinks import SinkError, create_sink
 from susee.spool import Spool
 from susee.spool import inspect as inspect_spool
-from susee.supervisor import embedded_simulator
+from susee.simulator import embedded_simulator
 from susee.writer import Writer
 
 log = logging.getLogger(__name__)
