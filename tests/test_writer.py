@@ -25,6 +25,7 @@ from susee.config import DatabaseTarget, WriterSettings
 from susee.sample import Sample
 from susee.sinks import ParamRow, SinkError, create_sink
 from susee.spool import Spool
+from susee.store import Store
 from susee.writer import Writer
 
 TICK_S = 1613644200.0  # 2021-02-18 10:30:00 UTC
@@ -134,8 +135,8 @@ class HangingSink(RecordingSink):
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
     """Probe a failed database within milliseconds, not the production 0.5 s .. 30 s."""
-    monkeypatch.setattr("susee.writer.RETRY_FIRST_S", 0.01)
-    monkeypatch.setattr("susee.writer.RETRY_MAX_S", 0.05)
+    monkeypatch.setattr("susee.store.RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr("susee.store.RETRY_MAX_S", 0.05)
 
 
 @pytest.fixture
@@ -149,9 +150,11 @@ def start_writer(spool_folder):
     tasks: list[asyncio.Task] = []
 
     def start(sink, *, batch_rows: int = 2000, batch_age: float = SHORT_AGE_S, queue_size: int = 100,
-              params: Sequence[ParamRow] = PARAMS, spool: Spool | None = None) -> tuple[Writer, asyncio.Task]:
+              params: Sequence[ParamRow] = PARAMS, spool: Spool | None = None,
+              write_timeout_s: float = 10.0) -> tuple[Writer, asyncio.Task]:
         settings = WriterSettings(batch_rows=batch_rows, batch_age=batch_age, queue_size=queue_size)
-        writer = Writer(sink, settings, params, spool=spool or Spool(spool_folder))
+        store = Store(sink, spool or Spool(spool_folder), params, write_timeout_s=write_timeout_s)
+        writer = Writer(store, settings)
         task = asyncio.create_task(writer.run(), name="writer-under-test")
         tasks.append(task)
         return writer, task
@@ -221,7 +224,7 @@ async def test_fewer_than_batch_rows_are_written_once_batch_age_elapses(start_wr
 
     assert sink.stored == [device_tick("d01")]
     assert SHORT_AGE_S * 0.9 <= waited_s < PROMPT_S
-    assert writer.rows_written == PARAMS_PER_TICK
+    assert writer.store.stats().rows_written == PARAMS_PER_TICK
 
 
 def test_submit_is_a_plain_function_that_returns_at_once():
@@ -234,15 +237,15 @@ def test_submit_is_a_plain_function_that_returns_at_once():
 
 async def test_full_queue_spills_the_device_tick_to_the_spool_and_nothing_is_dropped(spool_folder, caplog):
     sink = RecordingSink()
-    writer = Writer(sink, WriterSettings(queue_size=2, batch_age=SHORT_AGE_S), PARAMS, spool=Spool(spool_folder))
-    caplog.set_level(logging.WARNING, logger="susee.writer")
+    writer = Writer(Store(sink, Spool(spool_folder), PARAMS), WriterSettings(queue_size=2, batch_age=SHORT_AGE_S))
+    caplog.set_level(logging.WARNING, logger="susee")
 
     # No writer task runs yet: nothing drains the queue.
     assert writer.submit(device_tick("d01")) is None
     writer.submit(device_tick("d02"))
     writer.submit(device_tick("d03"))  # the queue holds two device-ticks: this one spills
 
-    assert writer.rows_dropped == 0
+    assert writer.store.stats().rows_dropped == 0
     assert writer.backlog_rows == 3 * PARAMS_PER_TICK  # all held, none lost
 
     task = asyncio.create_task(writer.run())
@@ -251,8 +254,8 @@ async def test_full_queue_spills_the_device_tick_to_the_spool_and_nothing_is_dro
     await asyncio.wait_for(task, PROMPT_S)
 
     assert keys(sink.stored_rows) == keys(device_tick("d01") + device_tick("d02") + device_tick("d03"))
-    assert writer.rows_spooled == writer.rows_replayed == PARAMS_PER_TICK
-    assert writer.rows_dropped == 0
+    assert writer.store.stats().rows_spooled == writer.store.stats().rows_replayed == PARAMS_PER_TICK
+    assert writer.store.stats().rows_dropped == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
@@ -269,12 +272,12 @@ async def test_full_queue_spills_the_device_tick_to_the_spool_and_nothing_is_dro
 def test_queue_holds_five_ticks_of_every_device_unless_queue_size_is_set(spool_folder, queue_size, devices,
                                                                          capacity):
     settings = WriterSettings(queue_size=queue_size)
-    writer = Writer(RecordingSink(), settings, spool=Spool(spool_folder), devices=devices)
+    writer = Writer(Store(RecordingSink(), Spool(spool_folder)), settings, devices=devices)
     assert writer.queue.maxsize == capacity
 
 
 async def test_four_ticks_of_5000_meters_waiting_for_the_writer_do_not_spill(spool_folder):
-    writer = Writer(RecordingSink(), WriterSettings(), spool=Spool(spool_folder), devices=5000)
+    writer = Writer(Store(RecordingSink(), Spool(spool_folder)), WriterSettings(), devices=5000)
 
     # No writer task runs: nothing drains the queue, as when the database takes a few seconds.
     for tick in range(4):
@@ -284,14 +287,14 @@ async def test_four_ticks_of_5000_meters_waiting_for_the_writer_do_not_spill(spo
     assert writer.queue.qsize() == 4 * 5000
     assert not writer.queue.full()
     assert writer.backlog_rows == 4 * 5000 * PARAMS_PER_TICK
-    assert writer.rows_spooled == writer.rows_dropped == 0
+    assert writer.store.stats().rows_spooled == writer.store.stats().rows_dropped == 0
 
 
 # --- outage: spool, probe, replay ---
 
 
 async def test_failed_batch_goes_to_the_spool_and_is_replayed_oldest_first_exactly_once(start_writer, caplog):
-    caplog.set_level(logging.INFO, logger="susee.writer")
+    caplog.set_level(logging.INFO, logger="susee")
     sink = RecordingSink(fail_writes=2)
     writer, task = start_writer(sink, batch_age=SHORT_AGE_S)
 
@@ -300,7 +303,7 @@ async def test_failed_batch_goes_to_the_spool_and_is_replayed_oldest_first_exact
     # The database is down: pollers keep submitting and nothing is refused.
     writer.submit(device_tick("d01", 1))
     writer.submit(device_tick("d02", 1))
-    assert writer.rows_dropped == 0
+    assert writer.store.stats().rows_dropped == 0
 
     submitted = device_tick("d01", 0) + device_tick("d01", 1) + device_tick("d02", 1)
     await sink.wait_until(lambda: len(sink.stored_rows) >= len(submitted))
@@ -315,32 +318,32 @@ async def test_failed_batch_goes_to_the_spool_and_is_replayed_oldest_first_exact
     assert sink.stored[0][:PARAMS_PER_TICK] == device_tick("d01", 0)
     assert keys(sink.stored_rows) == keys(submitted)
     assert set(keys(sink.stored_rows).values()) == {1}, "a row was stored twice"
-    assert writer.rows_written == len(submitted)
-    assert writer.rows_dropped == 0
-    assert writer.rows_replayed == writer.rows_spooled >= PARAMS_PER_TICK
-    assert writer.spool.pending_rows == 0
+    assert writer.store.stats().rows_written == len(submitted)
+    assert writer.store.stats().rows_dropped == 0
+    assert writer.store.stats().rows_replayed == writer.store.stats().rows_spooled >= PARAMS_PER_TICK
+    assert writer.store.spool.pending_rows == 0
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "unavailable" in m and "outage started" in m]) == 1, "one error per outage"
     (ended,) = [m for m in messages if "outage ended" in m]
-    assert f"{writer.rows_spooled} rows spooled" in ended
+    assert f"{writer.store.stats().rows_spooled} rows spooled" in ended
     assert any("spool replayed" in m and "the spool is empty" in m for m in messages)
 
 
 async def test_offline_batches_go_straight_to_the_spool_without_a_database_attempt(start_writer, monkeypatch):
-    monkeypatch.setattr("susee.writer.RETRY_FIRST_S", LONG_AGE_S)  # no probe during this test
+    monkeypatch.setattr("susee.store.RETRY_FIRST_S", LONG_AGE_S)  # no probe during this test
     sink = RecordingSink(down=True)
     writer, task = start_writer(sink, batch_age=SHORT_AGE_S)
 
     for tick in range(5):
         writer.submit(device_tick("d01", tick))
-        await until(lambda: writer.rows_spooled == (tick + 1) * PARAMS_PER_TICK)
+        await until(lambda: writer.store.stats().rows_spooled == (tick + 1) * PARAMS_PER_TICK)
 
-    assert not writer.online
+    assert not writer.store.stats().online
     assert sink.calls == ["open failed"], "one failed attempt, then no database traffic"
-    assert writer.spool.pending_rows == 5 * PARAMS_PER_TICK
+    assert writer.store.spool.pending_rows == 5 * PARAMS_PER_TICK
     writer.close()
     await asyncio.wait_for(task, PROMPT_S)
-    assert keys(spooled_rows(writer.spool.folder)) == keys(s for t in range(5) for s in device_tick("d01", t))
+    assert keys(spooled_rows(writer.store.spool.folder)) == keys(s for t in range(5) for s in device_tick("d01", t))
 
 
 async def test_sink_is_prepared_before_the_first_write_and_again_after_a_failure(start_writer):
@@ -361,15 +364,15 @@ async def test_sink_is_prepared_before_the_first_write_and_again_after_a_failure
 
 
 async def test_probe_backoff_doubles_up_to_the_cap_with_jitter(start_writer, monkeypatch):
-    monkeypatch.setattr("susee.writer.RETRY_FIRST_S", 0.5)
-    monkeypatch.setattr("susee.writer.RETRY_MAX_S", 30.0)
+    monkeypatch.setattr("susee.store.RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr("susee.store.RETRY_MAX_S", 30.0)
     delays: list[float] = []
 
     async def record_sleep(self, delay_s: float) -> None:
         delays.append(delay_s)
         await asyncio.sleep(0)
 
-    monkeypatch.setattr(Writer, "_sleep", record_sleep)
+    monkeypatch.setattr(Store, "_sleep", record_sleep)
     sink = RecordingSink(down=True)
     writer, task = start_writer(sink, batch_age=SHORT_AGE_S)
     writer.submit(device_tick("d01"))
@@ -384,7 +387,7 @@ async def test_probe_backoff_doubles_up_to_the_cap_with_jitter(start_writer, mon
 
 
 async def test_live_batches_are_not_held_back_by_a_long_replay(start_writer, spool_folder, monkeypatch):
-    monkeypatch.setattr("susee.writer.REPLAY_BATCH_ROWS", 10 * PARAMS_PER_TICK)
+    monkeypatch.setattr("susee.replay.REPLAY_BATCH_ROWS", 10 * PARAMS_PER_TICK)
     spool = Spool(spool_folder)
     spool.open()
     backlog = [device_tick("old", tick) for tick in range(200)]  # 20 replay batches
@@ -401,7 +404,7 @@ async def test_live_batches_are_not_held_back_by_a_long_replay(start_writer, spo
     await sink.wait_until(lambda: any(b[0].device_id == "live" for b in sink.stored), timeout_s=5 * PROMPT_S)
     live_index = next(i for i, b in enumerate(sink.stored) if b[0].device_id == "live")
     waited_s = sink.stored_at[live_index] - submitted_at
-    await until(lambda: writer.spool.pending_rows == 0, timeout_s=5 * PROMPT_S)
+    await until(lambda: writer.store.spool.pending_rows == 0, timeout_s=5 * PROMPT_S)
     writer.close()
     await asyncio.wait_for(task, PROMPT_S)
 
@@ -416,38 +419,38 @@ async def test_live_batches_are_not_held_back_by_a_long_replay(start_writer, spo
 
 async def test_stop_polling_pauses_acquisition_and_resumes_when_the_database_is_back(start_writer, spool_folder,
                                                                                      caplog):
-    caplog.set_level(logging.WARNING, logger="susee.writer")
+    caplog.set_level(logging.WARNING, logger="susee")
     sink = RecordingSink(down=True)
     writer, task = start_writer(sink, batch_age=SHORT_AGE_S, spool=Spool(spool_folder, max_bytes=1000))
 
     submitted: list[Sample] = []
     tick = 0
-    while not writer.paused:
+    while not writer.store.stats().paused:
         writer.submit(device_tick("d01", tick))
         submitted += device_tick("d01", tick)
         tick += 1
-        await until(lambda: writer.backlog_rows == 0 or writer.paused)
+        await until(lambda: writer.backlog_rows == 0 or writer.store.stats().paused)
     for _ in range(5):
-        assert writer.refuse_tick()  # a poller asks before each tick: five device-ticks not acquired
-    assert writer.spool.size_bytes <= 1000
+        assert writer.store.refuse_tick()  # a poller asks before each tick: five device-ticks not acquired
+    assert writer.store.spool.size_bytes <= 1000
     sink.down = False  # the database is back: the held batch and the spool go in
 
-    await until(lambda: not writer.paused)
-    assert not writer.refuse_tick()
-    await until(lambda: writer.spool.pending_rows == 0 and writer.backlog_rows == 0)
+    await until(lambda: not writer.store.stats().paused)
+    assert not writer.store.refuse_tick()
+    await until(lambda: writer.store.spool.pending_rows == 0 and writer.backlog_rows == 0)
     writer.close()
     await asyncio.wait_for(task, PROMPT_S)
 
     assert keys(sink.stored_rows) == keys(submitted), "nothing acquired was lost"
-    assert writer.rows_dropped == 0
-    assert writer.ticks_not_acquired == 5
+    assert writer.store.stats().rows_dropped == 0
+    assert writer.store.stats().ticks_not_acquired == 5
     messages = [r.getMessage() for r in caplog.records]
     assert any("ACQUISITION PAUSED" in m and "is full" in m for m in messages), messages
     assert any("acquisition resumed" in m and "5 device-ticks were not acquired" in m for m in messages), messages
 
 
 async def test_drop_oldest_keeps_the_newest_rows_and_counts_the_dropped_ones(start_writer, spool_folder, caplog):
-    caplog.set_level(logging.WARNING, logger="susee.writer")
+    caplog.set_level(logging.WARNING, logger="susee")
     sink = RecordingSink(down=True)
     spool = Spool(spool_folder, max_bytes=2000, when_full="drop_oldest")
     writer, task = start_writer(sink, batch_rows=PARAMS_PER_TICK, spool=spool)  # one record per device-tick
@@ -455,20 +458,20 @@ async def test_drop_oldest_keeps_the_newest_rows_and_counts_the_dropped_ones(sta
     submitted = [device_tick("d01", tick) for tick in range(60)]
     for tick, item in enumerate(submitted):
         writer.submit(item)
-        await until(lambda: writer.rows_spooled == (tick + 1) * PARAMS_PER_TICK)
-        assert not writer.refuse_tick(), "drop_oldest never pauses acquisition"
-    assert writer.rows_dropped > 0
+        await until(lambda: writer.store.stats().rows_spooled == (tick + 1) * PARAMS_PER_TICK)
+        assert not writer.store.refuse_tick(), "drop_oldest never pauses acquisition"
+    assert writer.store.stats().rows_dropped > 0
     sink.down = False
-    await until(lambda: writer.spool.pending_rows == 0)
+    await until(lambda: writer.store.spool.pending_rows == 0)
     writer.close()
     await asyncio.wait_for(task, PROMPT_S)
 
     stored = sink.stored_rows
-    assert len(stored) + writer.rows_dropped == 60 * PARAMS_PER_TICK, "every row stored or counted as dropped"
-    newest = [s for item in submitted for s in item][writer.rows_dropped:]
+    assert len(stored) + writer.store.stats().rows_dropped == 60 * PARAMS_PER_TICK, "every row stored or counted as dropped"
+    newest = [s for item in submitted for s in item][writer.store.stats().rows_dropped:]
     assert keys(stored) == keys(newest), "the oldest rows are the ones dropped"
     dropped_logs = [r for r in caplog.records if r.levelno == logging.ERROR and "dropped the" in r.getMessage()]
-    assert dropped_logs and f"{writer.rows_dropped} rows dropped so far" in dropped_logs[-1].getMessage()
+    assert dropped_logs and f"{writer.store.stats().rows_dropped} rows dropped so far" in dropped_logs[-1].getMessage()
 
 
 # --- shutdown ---
@@ -505,7 +508,7 @@ async def test_close_with_an_empty_queue_makes_run_return_at_once(start_writer):
 
 
 async def test_close_during_an_outage_spools_the_rest_and_returns_promptly(start_writer, monkeypatch):
-    monkeypatch.setattr("susee.writer.RETRY_FIRST_S", LONG_AGE_S)  # mid-backoff when closed
+    monkeypatch.setattr("susee.store.RETRY_FIRST_S", LONG_AGE_S)  # mid-backoff when closed
     sink = RecordingSink(down=True)
     writer, task = start_writer(sink, batch_age=LONG_AGE_S)
     writer.submit(device_tick("d01", 0))
@@ -513,7 +516,7 @@ async def test_close_during_an_outage_spools_the_rest_and_returns_promptly(start
     writer.close()
 
     await asyncio.wait_for(task, PROMPT_S)
-    assert keys(spooled_rows(writer.spool.folder)) == keys(device_tick("d01", 0) + device_tick("d02", 0))
+    assert keys(spooled_rows(writer.store.spool.folder)) == keys(device_tick("d01", 0) + device_tick("d02", 0))
 
 
 async def test_cancelled_writer_spills_everything_in_memory_to_the_spool(start_writer):
@@ -526,30 +529,29 @@ async def test_cancelled_writer_spills_everything_in_memory_to_the_spool(start_w
     await sink.wait_until(lambda: sink.attempts)
     for item in submitted[1:]:
         writer.submit(item)
-    await until(lambda: writer.rows_spooled > 0)  # the overflow is on disk already
+    await until(lambda: writer.store.stats().rows_spooled > 0)  # the overflow is on disk already
 
     writer.close()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
-    assert writer.rows_dropped == 0
-    assert set(keys(spooled_rows(writer.spool.folder))) == set(keys(s for item in submitted for s in item))
+    assert writer.store.stats().rows_dropped == 0
+    assert set(keys(spooled_rows(writer.store.spool.folder))) == set(keys(s for item in submitted for s in item))
 
 
 async def test_a_write_the_database_does_not_answer_is_spooled_after_the_write_timeout(start_writer, monkeypatch):
-    monkeypatch.setattr("susee.writer.WRITE_TIMEOUT_S", 0.1)
-    monkeypatch.setattr("susee.writer.RETRY_FIRST_S", LONG_AGE_S)  # no probe during this test
+    monkeypatch.setattr("susee.store.RETRY_FIRST_S", LONG_AGE_S)  # no probe during this test
     sink = HangingSink()
-    writer, task = start_writer(sink, batch_age=SHORT_AGE_S)
+    writer, task = start_writer(sink, batch_age=SHORT_AGE_S, write_timeout_s=0.1)
 
     writer.submit(device_tick("d01"))
-    await until(lambda: writer.rows_spooled == PARAMS_PER_TICK)
+    await until(lambda: writer.store.stats().rows_spooled == PARAMS_PER_TICK)
 
-    assert not writer.online
+    assert not writer.store.stats().online
     assert writer.backlog_rows == 0, "nothing waits in memory behind the hung write"
     writer.close()
     await asyncio.wait_for(task, PROMPT_S)
-    assert keys(spooled_rows(writer.spool.folder)) == keys(device_tick("d01"))
+    assert keys(spooled_rows(writer.store.spool.folder)) == keys(device_tick("d01"))
 
 
 async def test_submit_after_close_is_dropped_and_counted(start_writer, caplog):
@@ -559,13 +561,13 @@ async def test_submit_after_close_is_dropped_and_counted(start_writer, caplog):
     writer.submit(device_tick("d07"))
     await asyncio.wait_for(task, PROMPT_S)
 
-    assert writer.rows_dropped == PARAMS_PER_TICK
+    assert writer.store.stats().rows_dropped == PARAMS_PER_TICK
     assert sink.stored == []
     assert any("d07" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
 
 
 async def test_rows_left_in_the_spool_by_an_earlier_run_are_replayed_at_start(start_writer, spool_folder, caplog):
-    caplog.set_level(logging.WARNING, logger="susee.writer")
+    caplog.set_level(logging.WARNING, logger="susee")
     spool = Spool(spool_folder)
     spool.open()
     spool.append(device_tick("d01", 0))
@@ -608,15 +610,15 @@ async def test_memory_stays_flat_during_an_outage_only_the_spool_grows(start_wri
 
     await acquire(2.0)  # warm up: queue, buffers and allocator reach their working size
     baseline = rss_bytes()
-    spooled_before = writer.rows_spooled
+    spooled_before = writer.store.stats().rows_spooled
     await acquire(8.0)
     growth = rss_bytes() - baseline
-    spooled = writer.rows_spooled - spooled_before
+    spooled = writer.store.stats().rows_spooled - spooled_before
     writer.close()
     await asyncio.wait_for(task, 10 * PROMPT_S)
 
     assert spooled > 500_000
-    assert writer.rows_dropped == 0
+    assert writer.store.stats().rows_dropped == 0
     assert growth < 40 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB while {spooled} rows were spooled"
 
 
@@ -641,4 +643,4 @@ async def test_three_device_ticks_land_as_24_rows_in_a_real_sqlite_file(start_wr
         params = conn.execute(f'SELECT idParam, Acronimo FROM "see{job_id}Params"').fetchall()
     assert dict(raw) == {"d01": 2 * PARAMS_PER_TICK, "d02": PARAMS_PER_TICK}
     assert params == [("104", "UL1_L2")]
-    assert writer.rows_written == 3 * PARAMS_PER_TICK
+    assert writer.store.stats().rows_written == 3 * PARAMS_PER_TICK

@@ -28,6 +28,7 @@ from susee.workers import (
     partition,
     spool_folder,
     worker_count,
+    worker_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ class Site:
 def load_site(config: str) -> Site:
     """Load, validate and plan; ConfigError on anything invalid."""
     path = Path(config)
-    settings = load_settings(path)
-    settings.spool.path = settings.spool.folder(path)  # relative to the config file, like profiles
+    settings = load_settings(path).resolved(path)  # the spool relative to the config file, like profiles
     plans = plan_devices(settings, path)
     return Site(path, settings, plans)
 
@@ -70,8 +70,7 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     if worker is not None:
         index, count = worker
         plans = partition(plans, count)[index]
-        settings.spool.path = spool_folder(settings.spool.path, index, count)
-        settings.simulator = None  # the parent hosts it
+        settings = worker_settings(settings, index, count)
     else:
         orphans = await asyncio.to_thread(orphan_spools, settings.spool.path, 1)
     replay = OrphanReplay(settings, orphans)

@@ -51,7 +51,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Frozen once loaded: a resolved variant (a worker's spool folder) is a copy, never an assignment.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatabaseSettings(_Section):
@@ -62,6 +63,11 @@ class DatabaseSettings(_Section):
     password: SecretStr | None = None
     name: str | None = None  # default seedb<job_id>
     connect_timeout: float = Field(default=5.0, gt=0)
+    # A healthy database commits a batch in milliseconds: a write with no answer
+    # after this is a hung server, and the batch goes to the spool (where it is
+    # safer than in memory). It also bounds how long rows wait in memory behind
+    # a hung write. The one timeout of a write (the sink sets none of its own).
+    write_timeout: float = Field(default=10.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -255,6 +261,7 @@ class Settings(BaseSettings):
         # A .env is often shared with other tools: ignore its unrelated keys
         # instead of failing on them (extra="forbid"); SUSEE_ typos still fail.
         dotenv_filtering="match_prefix",
+        frozen=True,  # see _Section
     )
 
     job_id: str = "000"
@@ -327,13 +334,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"devices[{index}] (id {device.id!r}): field 'id': duplicate of devices[{seen[device.id]}]")
             seen[device.id] = index
         check_buses(self.devices)
-        if self.database.url is None:
-            if self.host_db is None:
-                raise ValueError("database.url: required (or host_db/port_db from the original susee .env)")
-            self.database.url = f"mysql://{self.host_db}:{self.port_db or 3306}"
-        if self.workers != 1 and str(self.database.url).startswith("sqlite"):
+        if self.database.url is None and self.host_db is None:
+            raise ValueError("database.url: required (or host_db/port_db from the original susee .env)")
+        if self.workers != 1 and self.database_url.startswith("sqlite"):
             raise ValueError("workers: more than one needs a MariaDB database (SQLite takes one writer at a time)")
         return self
+
+    @property
+    def database_url(self) -> str:
+        """``database.url``, or the one the original susee's host_db/port_db give."""
+        if self.database.url is not None:
+            return self.database.url
+        return f"mysql://{self.host_db}:{self.port_db or 3306}"
+
+    def resolved(self, config_path: Path) -> Settings:
+        """These settings as the site runs them: the spool folder resolved against the config file."""
+        return self.with_spool(self.spool.folder(config_path))
+
+    def with_spool(self, folder: Path) -> Settings:
+        """A copy whose spool is ``folder``."""
+        return self.model_copy(update={"spool": self.spool.model_copy(update={"path": folder})})
 
     def database_target(self) -> DatabaseTarget:
         """Where to connect, with credentials merged from every source."""
@@ -357,7 +377,7 @@ class DatabaseTarget:
     @classmethod
     def from_settings(cls, settings: Settings) -> DatabaseTarget:
         db = settings.database
-        url = db.url or ""
+        url = settings.database_url
         parts = urlsplit(url)
         default_name = f"seedb{settings.job_id}"
         if parts.scheme == "sqlite":

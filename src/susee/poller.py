@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from susee.buses import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
@@ -158,6 +158,10 @@ class Poller:
                     self.reports.overruns.add(self.plan.id, skipped)
                     index = following
                     tick_s = grid.time_of(index)
+
+    def snapshot(self) -> PollStats:
+        """A copy of this device's counters, for summaries and status: polling goes on changing its own."""
+        return replace(self.stats, codes=dict(self.stats.codes))
 
     def stop(self, at_s: float) -> bool:
         """Poll no tick later than ``at_s``; True if the caller may cancel now.

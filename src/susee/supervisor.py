@@ -25,6 +25,7 @@ from susee.sinks import Sink
 from susee.spool import Spool
 from susee.ticks import Clock, TickGrid, WallClock
 from susee.transport import LinkPool
+from susee.store import Store
 from susee.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,12 @@ class Supervisor:
         self.clock = clock or WallClock()
         self.grid = TickGrid(settings.sample_time, settings.sample_shift)
         spool = settings.spool
-        self.writer = Writer(
-            sink, settings.writer, param_rows(plans),
-            spool=Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full),
-            devices=len(plans),
+        self.sink = sink
+        self.store = Store(
+            sink, Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full), param_rows(plans),
+            write_timeout_s=settings.database.write_timeout,
         )
+        self.writer = Writer(self.store, settings.writer, devices=len(plans))
         self.reports = PollReports(self.grid.period_s)  # overruns and errors: one line per period, not per device
         self.links = LinkPool()
         self.pollers: list[Poller] = []
@@ -84,8 +86,8 @@ class Supervisor:
                 self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)
                 if plan.profile is not None else None
             )
-            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports)
-            poller.paused = self.writer.refuse_tick  # spool full (stop_polling): ticks are not read
+            # Spool full (stop_polling): ticks are not read, the store counts them.
+            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports, self.store.refuse_tick)
             self.pollers.append(poller)
         self._log_devices()
         self.links.open_all()  # open-files limit for one descriptor per bus; connect ahead of the first tick
@@ -93,7 +95,7 @@ class Supervisor:
         self._tasks = [asyncio.create_task(p.run(), name=f"poller-{p.plan.id}") for p in self.pollers]
         log.info(
             "sampling %d device(s) every %g s (shift %g s) into %s",
-            len(self.pollers), self.settings.sample_time, self.settings.sample_shift, self.writer.sink.target,
+            len(self.pollers), self.settings.sample_time, self.settings.sample_shift, self.sink.target,
         )
 
     def _log_devices(self) -> None:
@@ -144,7 +146,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         self.stop_event.set()  # stopped by the duration too: a signal from now on means hurry
-        log.info("stopping: %d rows waiting to be written", self.writer.backlog_rows)
+        log.info("stopping: %d rows waiting to be written", self.writer.stats().backlog_rows)
         await self._stop_pollers()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         for task, result in zip(self._tasks, results):
@@ -162,12 +164,12 @@ class Supervisor:
             log.warning(
                 "database %s has not taken the last %d rows (shutdown_timeout %g s or a second signal): "
                 "spilling them to the spool",
-                self.writer.sink.target, self.writer.backlog_rows, self.shutdown_timeout_s,
+                self.sink.target, self.writer.stats().backlog_rows, self.shutdown_timeout_s,
             )
             self._writer_task.cancel()
         await asyncio.gather(self._writer_task, return_exceptions=True)
         self.links.close()
-        await self.writer.sink.close()
+        await self.sink.close()
         self._log_summary()
         if not self._writer_task.cancelled() and self._writer_task.exception() is not None:
             raise self._writer_task.exception()  # a crashed writer is an error, not a clean stop
@@ -205,33 +207,33 @@ class Supervisor:
 
     def _log_summary(self) -> None:
         """At stop: totals over all devices; each device with failures or missed ticks named, in few lines."""
-        troubled = [p for p in self.pollers if p.stats.codes or p.stats.missed_ticks]
+        polled = [(poller.plan.id, poller.snapshot()) for poller in self.pollers]
+        troubled = [device_id for device_id, stats in polled if stats.codes or stats.missed_ticks]
         named_each = len(troubled) <= SHOWN
         codes: dict[int, int] = {}
-        for poller in self.pollers:
-            stats = poller.stats
+        for device_id, stats in polled:
             for code, count in stats.codes.items():
                 codes[code] = codes.get(code, 0) + count
-            level = logging.INFO if named_each and poller in troubled else logging.DEBUG
+            level = logging.INFO if named_each and device_id in troubled else logging.DEBUG
             log.log(
                 level, "device %s: %d ticks, %d missed, %d skipped in backoff, failures: %s",
-                poller.plan.id, stats.ticks, stats.missed_ticks, stats.skipped_polls, _describe_codes(stats.codes),
+                device_id, stats.ticks, stats.missed_ticks, stats.skipped_polls, _describe_codes(stats.codes),
             )
         log.info(
             "%d device(s): %d ticks, %d missed, %d skipped in backoff, failures: %s%s",
-            len(self.pollers), sum(p.stats.ticks for p in self.pollers), sum(p.stats.missed_ticks for p in self.pollers),
-            sum(p.stats.skipped_polls for p in self.pollers), _describe_codes(codes),
-            f" (devices with failures or missed ticks: {first_few(p.plan.id for p in troubled)})"
+            len(polled), sum(s.ticks for _, s in polled), sum(s.missed_ticks for _, s in polled),
+            sum(s.skipped_polls for _, s in polled), _describe_codes(codes),
+            f" (devices with failures or missed ticks: {first_few(troubled)})"
             if troubled and not named_each else "",
         )
-        writer = self.writer
+        stored = self.store.stats()
         log.info(
             "rows written %d, dropped %d, spooled %d, replayed %d; spool %s holds %d rows (%d bytes)",
-            writer.rows_written, writer.rows_dropped, writer.rows_spooled, writer.rows_replayed,
-            writer.spool.folder, writer.spool.pending_rows, writer.spool.size_bytes,
+            stored.rows_written, stored.rows_dropped, stored.rows_spooled, stored.rows_replayed,
+            stored.spool_folder, stored.spool_rows, stored.spool_bytes,
         )
-        if writer.ticks_not_acquired:
-            log.warning("%d device-ticks were not acquired while the spool was full", writer.ticks_not_acquired)
+        if stored.ticks_not_acquired:
+            log.warning("%d device-ticks were not acquired while the spool was full", stored.ticks_not_acquired)
 
     def _remove_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
