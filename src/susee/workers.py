@@ -103,7 +103,7 @@ def spool_folder(root: Path, index: int, count: int) -> Path:
 
 
 def worker_settings(settings: Settings, index: int, count: int) -> Settings:
-    """The settings worker ``index`` of ``count`` runs with: its own spool folder, no simulator (the parent hosts it)."""
+    """What worker ``index`` of ``count`` runs with: its own spool folder, no simulator (the parent hosts it)."""
     worker = settings.with_spool(spool_folder(settings.spool.path, index, count))
     return worker.model_copy(update={"simulator": None})
 
