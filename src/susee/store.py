@@ -81,10 +81,10 @@ class Store:
         # and this bounds how long rows wait in memory behind it (database.write_timeout).
         self.write_timeout_s = write_timeout_s
         self.replay = Replay(spool, self._write, self._in_thread)
-        self.rows_written = 0
-        self.rows_spooled = 0
-        self.rows_dropped = 0
-        self.ticks_not_acquired = 0
+        self._rows_written = 0
+        self._rows_spooled = 0
+        self._rows_dropped = 0
+        self._ticks_not_acquired = 0
         self._writes = 0
         self._last_write_s: float | None = None
         self._spill: list[list[Sample]] = []  # device-ticks that found the writer's queue full
@@ -109,7 +109,7 @@ class Store:
         """True while acquisition is paused (spool full); counts the device-tick as not acquired."""
         if self._paused_since is None:
             return False
-        self.ticks_not_acquired += 1
+        self._ticks_not_acquired += 1
         return True
 
     def stats(self) -> StoreStats:
@@ -120,11 +120,11 @@ class Store:
             outage_started_at=self._outage_started_at,
             outage_s=0.0 if started is None else time.monotonic() - started,
             paused=self._paused_since is not None,
-            rows_written=self.rows_written,
-            rows_spooled=self.rows_spooled,
+            rows_written=self._rows_written,
+            rows_spooled=self._rows_spooled,
             rows_replayed=self.replay.rows_replayed,
-            rows_dropped=self.rows_dropped,
-            ticks_not_acquired=self.ticks_not_acquired,
+            rows_dropped=self._rows_dropped,
+            ticks_not_acquired=self._ticks_not_acquired,
             spool_folder=self.spool.folder,
             spool_rows=self.spool.pending_rows,
             spool_bytes=self.spool.size_bytes,
@@ -144,13 +144,13 @@ class Store:
 
     def drop(self, samples: list[Sample], reason: str) -> None:
         """Count and log rows that cannot be stored at all."""
-        self.rows_dropped += len(samples)
+        self._rows_dropped += len(samples)
         log.error(
             "dropped %d rows of device %s (%s); %d dropped so far",
             len(samples),
             samples[0].device_id if samples else "?",
             reason,
-            self.rows_dropped,
+            self._rows_dropped,
         )
 
     async def run(
@@ -211,7 +211,7 @@ class Store:
                 except SinkError as exc:
                     self._went_offline(exc)
                 else:
-                    self.rows_written += len(rows)
+                    self._rows_written += len(rows)
                     self._resume()
                     return True
             if await self._append(rows):
@@ -280,7 +280,7 @@ class Store:
                 await self._sleep(SPOOL_RETRY_S)
                 continue
             if replayed:
-                self.rows_written += replayed
+                self._rows_written += replayed
                 self._notify()  # room for a store waiting on a full spool
             if not self._online:
                 self._back_online()
@@ -324,13 +324,13 @@ class Store:
             log.error("spool %s: cannot store %d rows: %s", self.spool.folder, len(rows), exc)
             self._pause("the spool cannot be written")
             return False
-        self.rows_spooled += len(rows)
+        self._rows_spooled += len(rows)
         if dropped:
-            self.rows_dropped += dropped
+            self._rows_dropped += dropped
             log.error(
                 "spool %s reached max_bytes %d: dropped the %d oldest rows to keep the newest (when_full: "
                 "drop_oldest); %d rows dropped so far",
-                self.spool.folder, self.spool.max_bytes, dropped, self.rows_dropped,
+                self.spool.folder, self.spool.max_bytes, dropped, self._rows_dropped,
             )
         self._resume()
         self._notify()
@@ -343,10 +343,10 @@ class Store:
         try:
             await self._in_thread(functools.partial(self.spool.append, rows, force=True))
         except (SpoolError, OSError) as exc:
-            self.rows_dropped += len(rows)
+            self._rows_dropped += len(rows)
             log.error("spool %s: cannot store the last %d rows: %s: they are lost", self.spool.folder, len(rows), exc)
             return
-        self.rows_spooled += len(rows)
+        self._rows_spooled += len(rows)
         log.warning(
             "spilled the last %d rows to the spool %s (now %d rows, %d bytes): they are written after the next start",
             len(rows), self.spool.folder, self.spool.pending_rows, self.spool.size_bytes,
@@ -383,7 +383,7 @@ class Store:
         if self._paused_since is not None:
             return
         self._paused_since = time.monotonic()
-        self._ticks_at_pause = self.ticks_not_acquired
+        self._ticks_at_pause = self._ticks_not_acquired
         log.error(
             "%s: ACQUISITION PAUSED until the spool can take rows again (spool %s: %d rows, %d bytes)",
             reason, self.spool.folder, self.spool.pending_rows, self.spool.size_bytes,
@@ -394,7 +394,7 @@ class Store:
             return
         log.warning(
             "acquisition resumed after %.1f s; %d device-ticks were not acquired while paused",
-            time.monotonic() - self._paused_since, self.ticks_not_acquired - self._ticks_at_pause,
+            time.monotonic() - self._paused_since, self._ticks_not_acquired - self._ticks_at_pause,
         )
         self._paused_since = None
 
