@@ -48,6 +48,7 @@ from typing import TypeVar
 
 from susee.config import WriterSettings
 from susee.sample import Sample
+from susee.shown import rate_text
 from susee.sinks import ParamRow, Sink, SinkError
 from susee.spool import Spool, SpoolError, SpoolFull
 
@@ -456,14 +457,14 @@ class Writer:
         left = self.spool.pending_rows
         if left == 0:
             log.info(
-                "spool replayed: %d rows in %.1f s (%.0f rows/s); the spool is empty",
-                self._replay_rows, elapsed_s, self._replay_rows / elapsed_s,
+                "spool replayed: %d rows in %.1f s%s; the spool is empty",
+                self._replay_rows, elapsed_s, rate_text(self._replay_rows, elapsed_s),  # firsthour: no absurd rate
             )
             self._replay_started = None
         elif now - self._replay_logged >= PROGRESS_EVERY_S:
             log.info(
-                "replaying the spool: %d rows so far (%.0f rows/s), %d rows (%d bytes) left",
-                self._replay_rows, self._replay_rows / elapsed_s, left, self.spool.size_bytes,
+                "replaying the spool: %d rows so far%s, %d rows (%d bytes) left",
+                self._replay_rows, rate_text(self._replay_rows, elapsed_s), left, self.spool.size_bytes,
             )
             self._replay_logged = now
 
