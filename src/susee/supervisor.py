@@ -13,6 +13,7 @@ import gc
 import logging
 import signal
 from contextlib import AsyncExitStack, nullcontext
+from functools import partial
 from pathlib import Path
 
 from susee.config import Settings
@@ -22,6 +23,7 @@ from susee.quality import describe
 from susee.shown import SHOWN, first_few
 from susee.sinks import Sink
 from susee.spool import Spool
+from susee.status import Status, store_figures
 from susee.ticks import Clock, TickGrid, WallClock
 from susee.transport import LinkPool
 from susee.writer import Writer
@@ -61,6 +63,8 @@ class Supervisor:
             devices=len(plans),
         )
         self.reports = PollReports(self.grid.period_s)  # overruns and errors: one line per period, not per device
+        self.status = Status(len(plans), partial(store_figures, self.writer))  # firsthour: the status line
+        self._status_task: asyncio.Task | None = None
         self.links = LinkPool()
         self.pollers: list[Poller] = []
         self.shutdown_timeout_s = settings.shutdown_timeout if shutdown_timeout_s is None else shutdown_timeout_s
@@ -87,18 +91,21 @@ class Supervisor:
         return 0
 
     def startup(self) -> None:
+        submit = self.status.observing(self.writer.submit)  # firsthour: each device-tick counted for the status line
         for plan in self.plans:
             link = (
                 self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)
                 if plan.profile is not None else None
             )
-            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports)
+            poller = Poller(plan, link, self.grid, self.clock, submit, self.reports)
             poller.paused = self.writer.refuse_tick  # spool full (stop_polling): ticks are not read
             self.pollers.append(poller)
         self._log_devices()
         self.links.open_all()  # open-files limit for one descriptor per bus; connect ahead of the first tick
         self._writer_task = asyncio.create_task(self.writer.run(), name="writer")
         self._tasks = [asyncio.create_task(p.run(), name=f"poller-{p.plan.id}") for p in self.pollers]
+        if self.settings.status_every > 0:  # firsthour
+            self._status_task = asyncio.create_task(self.status.run(self.clock, self.settings.status_every), name="status")
         log.info(
             "sampling %d device(s) every %g s (shift %g s) into %s",
             len(self.pollers), self.settings.sample_time, self.settings.sample_shift, self.writer.sink.target,
@@ -167,6 +174,10 @@ class Supervisor:
             if isinstance(result, Exception):
                 log.error("%s ended with an error", task.get_name(), exc_info=result)
         self.reports.flush()
+        if self._status_task is not None:  # firsthour
+            self._status_task.cancel()
+            await asyncio.gather(self._status_task, return_exceptions=True)
+        self.status.flush_changes()
         self.writer.close()
         hurry = asyncio.create_task(self.hurry_event.wait())
         done, _ = await asyncio.wait(
