@@ -174,9 +174,16 @@ class Profile(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         # Every problem at once: a profile is fixed in one go, not one error per run.
+        problems = self.problems(list(enumerate(self.params)), self.default_params)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def problems(self, params: list[tuple[int, ParamSpec]], default_params: list[str]) -> list[str]:
+        """What is wrong between the ``(index, param)`` pairs: duplicate ids, addresses, unknown default ids."""
         problems = []
         seen: dict[str, int] = {}
-        for index, param in enumerate(self.params):
+        for index, param in params:
             where = f"params[{index}] (id {param.id!r})"
             if param.id in seen:
                 problems.append(f"{where}: field 'id': duplicate of params[{seen[param.id]}]")
@@ -186,12 +193,10 @@ class Profile(BaseModel):
                 problems.append(f"{where}: {problem}")
             if param.words > self.max_registers:
                 problems.append(f"{where}: field 'type': {param.words} words exceed max_registers {self.max_registers}")
-        for param_id in self.default_params:
+        for param_id in default_params:
             if param_id not in seen:
                 problems.append(f"default_params: {param_id!r} is not a param of this profile")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
     @cached_property
     def by_id(self) -> dict[str, ParamSpec]:
@@ -278,7 +283,32 @@ def load_profile(reference: str, base_dir: Path | None = None) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"{source}: " + "; ".join(describe_errors(exc, data, "params", Profile))) from exc
+        problems = describe_errors(exc, data, "params", Profile) + _problems_between_valid_params(exc, data)
+        raise ProfileError(f"{source}: " + "; ".join(problems)) from exc
+
+
+def _problems_between_valid_params(exc: ValidationError, data: dict) -> list[str]:
+    """The checks across params (duplicate ids, addresses) among the params valid on their own.
+
+    pydantic runs them only once every param is valid, which would reveal
+    them one run after the errors in ``exc`` are fixed. Only when every error
+    is inside a param: the header (address base, limits) is then valid.
+    """
+    if any(error["loc"][:1] != ("params",) for error in exc.errors()) or not isinstance(data.get("params"), list):
+        return []
+    valid = []
+    for index, entry in enumerate(data["params"]):
+        try:
+            valid.append((index, ParamSpec.model_validate(entry)))
+        except ValidationError:
+            continue
+    header = {key: value for key, value in data.items() if key in Profile.model_fields and key != "params"}
+    try:
+        profile = Profile.model_validate({**header, "params": [{"id": "_", "address": 0, "type": "uint16"}],
+                                          "default_params": []})
+    except ValidationError:
+        return []
+    return profile.problems(valid, [])  # default_params: the invalid params' ids are unknown here
 
 
 
