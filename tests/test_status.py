@@ -10,6 +10,7 @@ import pytest
 from support import FakeClock
 from susee.quality import Code
 from susee.sample import Sample
+from susee.shown import rate_text
 from susee.status import DELAY_BOUNDS_MS, DelayHistogram, Status, StoreFigures
 
 T = 1_700_000_000.0
@@ -120,3 +121,11 @@ async def test_status_lines_come_every_period_on_absolute_times(caplog):
 
     assert (clock.now() - T) % 60 == 0 and clock.now() - T >= 180  # whole periods from the start
     assert all(record.getMessage().startswith("status of the last 60 s") for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("rows", "elapsed_s", "text"),
+    [(2_000_000, 19.2, " (104167 rows/s)"), (64, 0.0, ""), (64, 0.00001, ""), (100, 0.1, " (1000 rows/s)")],
+)
+def test_a_rate_is_only_given_over_a_measurable_time(rows, elapsed_s, text):
+    assert rate_text(rows, elapsed_s) == text  # a 0.0 s replay once said "6400000000 rows/s"
