@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from susee.sample import Sample
+from susee.shown import rate_text
 from susee.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,13 @@ class Replay:
         left = self.spool.pending_rows
         if left == 0:
             log.info(
-                "spool replayed: %d rows in %.1f s (%.0f rows/s); the spool is empty",
-                self._rows, elapsed_s, self._rows / elapsed_s,
+                "spool replayed: %d rows in %.1f s%s; the spool is empty",
+                self._rows, elapsed_s, rate_text(self._rows, elapsed_s),
             )
             self._started = None
         elif now - self._logged >= PROGRESS_EVERY_S:
             log.info(
-                "replaying the spool: %d rows so far (%.0f rows/s), %d rows (%d bytes) left",
-                self._rows, self._rows / elapsed_s, left, self.spool.size_bytes,
+                "replaying the spool: %d rows so far%s, %d rows (%d bytes) left",
+                self._rows, rate_text(self._rows, elapsed_s), left, self.spool.size_bytes,
             )
             self._logged = now

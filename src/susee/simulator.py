@@ -13,6 +13,7 @@ import asyncio
 import enum
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -26,6 +27,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from susee.codec import encode, make_decoder, registers_to_bytes
+from susee.config import StartError
 from susee.profiles import load_profile
 from susee.simulator_model import UnitModel
 
@@ -202,7 +204,14 @@ class Pac3200Simulator:
             # Lets a TIMEOUT fault drop the request without any answer.
             ignore_missing_devices=True,
         )
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus logs the OSError, then raises this
+            raise StartError(
+                f"simulator: cannot listen on {self.host}:{self.port} ({_listen_problem(self.host, self.port)}): "
+                f"stop whatever uses the port (another susee demo?) or set a free port in simulator.port "
+                f"and in the devices' port"
+            ) from exc
         self._server = server
         self.port = server.transport.sockets[0].getsockname()[1]
         _log.debug("PAC3200 simulator on %s:%d started, units %s", self.host, self.port, self.units)
@@ -321,6 +330,17 @@ class Pac3200Simulator:
                 if address <= index < end:
                     registers[index - address] = word
         return registers
+
+
+def _listen_problem(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on, as the system says it."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "refused by the Modbus server"
 
 
 async def serve(host: str, port: int, units: list[int], faults: Mapping[int, Fault] | None = None) -> None:

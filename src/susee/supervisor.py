@@ -23,6 +23,7 @@ from susee.shown import SHOWN, first_few
 from susee.simulator import embedded_simulator
 from susee.sinks import Sink
 from susee.spool import Spool
+from susee.status import Status
 from susee.ticks import Clock, TickGrid, WallClock
 from susee.transport import LinkPool
 from susee.store import Store
@@ -58,6 +59,8 @@ class Supervisor:
         )
         self.writer = Writer(self.store, settings.writer, devices=len(plans))
         self.reports = PollReports(self.grid.period_s)  # overruns and errors: one line per period, not per device
+        self.status = Status(len(plans), self.store.stats)  # the status line
+        self._status_task: asyncio.Task | None = None
         self.links = LinkPool()
         self.pollers: list[Poller] = []
         self.shutdown_timeout_s = settings.shutdown_timeout if shutdown_timeout_s is None else shutdown_timeout_s
@@ -81,18 +84,21 @@ class Supervisor:
         return 0
 
     def startup(self) -> None:
+        submit = self.status.observing(self.writer.submit)  # firsthour: each device-tick counted for the status line
         for plan in self.plans:
             link = (
                 self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)
                 if plan.profile is not None else None
             )
             # Spool full (stop_polling): ticks are not read, the store counts them.
-            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports, self.store.refuse_tick)
+            poller = Poller(plan, link, self.grid, self.clock, submit, self.reports, self.store.refuse_tick)
             self.pollers.append(poller)
         self._log_devices()
         self.links.open_all()  # open-files limit for one descriptor per bus; connect ahead of the first tick
         self._writer_task = asyncio.create_task(self.writer.run(), name="writer")
         self._tasks = [asyncio.create_task(p.run(), name=f"poller-{p.plan.id}") for p in self.pollers]
+        if self.settings.status_every > 0:  # firsthour
+            self._status_task = asyncio.create_task(self.status.run(self.clock, self.settings.status_every), name="status")
         log.info(
             "sampling %d device(s) every %g s (shift %g s) into %s",
             len(self.pollers), self.settings.sample_time, self.settings.sample_shift, self.sink.target,
@@ -153,6 +159,10 @@ class Supervisor:
             if isinstance(result, Exception):
                 log.error("%s ended with an error", task.get_name(), exc_info=result)
         self.reports.flush()
+        if self._status_task is not None:  # firsthour
+            self._status_task.cancel()
+            await asyncio.gather(self._status_task, return_exceptions=True)
+        self.status.flush_changes()
         self.writer.close()
         hurry = asyncio.create_task(self.hurry_event.wait())
         done, _ = await asyncio.wait(

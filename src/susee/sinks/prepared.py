@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from susee.config import ID_PATTERN
 from susee.quality import Code
+from susee.sinks import NOT_A_DOUBLE, as_double
 from susee.sinks.packets import read_packet, send_command
 from susee.ticks import MICROS
 
@@ -114,7 +115,7 @@ class RowEncoder:
         held_of = newest.get
         isfinite = math.isfinite
         pack_value = VALUE.pack
-        nan_bit = int(Code.VALUE_NAN)
+        nan_bit = NOT_A_DOUBLE
         dates: dict[float, bytes] = {}  # a batch holds many params of few ticks
         device, device_keys = None, {}
         # The Date, Delay and Code of the previous row and their bytes (the params
@@ -124,8 +125,8 @@ class RowEncoder:
             is_null = value is None
             if not is_null:
                 if type(value) is not float:
-                    value = _number(value)
-                if not isfinite(value):
+                    value = as_double(value)
+                if value is None or not isfinite(value):
                     is_null, code = True, code | nan_bit  # no database takes it, and the Code says why
             if code != middle_code or delay != middle_delay or tick != middle_tick:
                 date = dates.get(tick)
@@ -281,13 +282,6 @@ def _delay_code(delay_ms: float, code: int) -> bytes:
     if not math.isfinite(delay_ms):
         raise ValueError(f"Delay {delay_ms!r} is not a finite number")
     return DELAY_CODE.pack(delay_ms, int(code))
-
-
-def _number(value: object) -> float:
-    """A Value that is not a float: an int (bool, IntFlag) or a float subclass, as the DOUBLE it is stored as."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    raise TypeError(f"{type(value).__name__} {value!r} is not a number to store")
 
 
 def chunk_samples(samples: Sequence[Sample]) -> Iterator[Sequence[Sample]]:
