@@ -216,10 +216,6 @@ class SpoolSettings(_Section):
     max_bytes: int = Field(default=1 << 30, gt=0)  # 1 GiB
     when_full: Literal["stop_polling", "drop_oldest"] = "stop_polling"
 
-    def folder(self, config_path: Path) -> Path:
-        """The spool folder, resolved against the config file's folder."""
-        return config_path.parent / (self.path if self.path is not None else "spool")
-
 
 class SimulatorSettings(_Section):
     """An in-process PAC3200 simulator, for the demo and trials."""
@@ -355,8 +351,8 @@ class Settings(BaseSettings):
         return f"mysql://{self.host_db}:{self.port_db or 3306}"
 
     def resolved(self, config_path: Path) -> Settings:
-        """These settings as the site runs them: the spool folder resolved against the config file."""
-        return self.with_spool(self.spool.folder(config_path))
+        """These settings as the site runs them: relative paths (SQLite file, spool) taken from the config file's folder."""
+        return resolved_paths(self, Path(os.path.abspath(config_path.parent)))
 
     def with_spool(self, folder: Path) -> Settings:
         """A copy whose spool is ``folder``."""
@@ -428,8 +424,8 @@ def _mask_url(url: str) -> str:
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate ``path``; raise ConfigError naming file, device and field.
 
-    Relative paths in the file (the SQLite file, the spool folder) are
-    resolved against the file's folder, wherever the command runs from.
+    The settings are as written; ``Settings.resolved(path)`` gives the copy
+    whose relative paths are taken from the file's folder.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -454,7 +450,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         )
     except ValidationError as exc:
         raise ConfigError(f"{path}: " + "\n  ".join(describe_errors(exc, data, "devices", Settings))) from exc
-    return resolved_paths(settings, Path(os.path.abspath(path.parent)))
+    return settings
 
 
 def load_yaml(text: str, source: str) -> object:
