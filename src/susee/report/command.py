@@ -32,6 +32,7 @@ EXIT_ARGUMENTS = 2
 CHUNK_DEVICES = 50
 FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".png": "png"}
 PROFILE_METERS = 6  # load profiles kept for the PNG
+EMPTY = np.empty((0, 12))  # no Q15 rows
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
                 counter = by_param.get(param)
                 if counter is None:
                     continue
-                composite = combine([(sign, Composite.of(counter_series(found.get((plan.id, part), []), grid_start,
+                composite = combine([(sign, Composite.of(counter_series(found.get((plan.id, part), EMPTY), grid_start,
                                                                           count, rules)))
                                      for sign, part, rules in counter.terms])
                 if plan.id in needed:
@@ -208,5 +209,5 @@ def run(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, args
         outputs.write_xlsx(report, request.out)
     else:
         outputs.write_png(report, request.out)
-    print(f"susee report: {len(report.rows)} row(s) written to {request.out}", file=sys.stderr)
+    print(f"susee report: {request.out} written ({len(report.rows)} interval rows)", file=sys.stderr)
     return 0

@@ -95,85 +95,124 @@ def flag_words(flags: int) -> str:
     return "|".join(name for bit, name in FLAG_NAMES.items() if flags & bit)
 
 
-def counter_series(rows: Iterable[Q15Row], start_s: int, count: int, rules: CounterRules) -> Series:
+# Columns of a Q15 row array (``as_array``), in Q15Row field order.
+(BUCKET, SAMPLES, GOOD, FIRST_S, FIRST_V, LAST_S, LAST_V, RISE, FALL, DROPS, MAX_RISE, CODES) = range(12)
+
+
+def as_array(rows: Iterable[Q15Row]) -> np.ndarray:
+    """Q15 rows as a float array, one row per bucket, NaN for NULL (``counter_series``'s input)."""
+    values = [[np.nan if getattr(row, name) is None else getattr(row, name) for name in Q15Row.__slots__]
+              for row in rows]
+    return np.array(values, dtype=np.float64).reshape(-1, 12)
+
+
+def counter_series(rows: np.ndarray | Iterable[Q15Row], start_s: int, count: int, rules: CounterRules) -> Series:
     """Energy per bucket of the grid [start_s, start_s + count * 900) from Q15 rows sorted by bucket.
 
-    Rows outside the grid (the good buckets just before and after it) only
-    bracket the spans that reach into it.
+    ``rows`` is an ``as_array`` array (or Q15Rows). Rows outside the grid (the
+    good buckets just before and after it) only bracket the spans that reach into it.
     """
-    energy = np.full(count, np.nan)
+    table = rows if isinstance(rows, np.ndarray) else as_array(rows)
+    total = np.zeros(count)
+    covered = np.zeros(count, dtype=bool)
     flags = np.zeros(count, dtype=np.int64)
     good = np.zeros(count, dtype=np.int64)
     samples = np.zeros(count, dtype=np.int64)
     codes = np.zeros(count, dtype=np.int64)
-    spans: list[GapSpan] = []
-    previous: Q15Row | None = None
-    for row in rows:
-        index = (row.bucket_s - start_s) // BUCKET_S
-        inside = 0 <= index < count
-        if inside:
-            samples[index], good[index], codes[index] = row.samples, row.good, row.codes
-        if row.good <= 0 or row.first_s is None or row.last_s is None:
-            continue
-        if previous is not None:
-            _add_span(previous, row, start_s, count, rules, energy, flags, spans)
-        if inside:
-            wh, flag = _inside(row, rules)
-            energy[index] = (0.0 if np.isnan(energy[index]) else energy[index]) + wh
-            flags[index] |= flag
-        previous = row
+    index = ((table[:, BUCKET] - start_s) // BUCKET_S).astype(np.int64)
+    inside = (index >= 0) & (index < count)
+    samples[index[inside]] = table[inside, SAMPLES]
+    good[index[inside]] = table[inside, GOOD]
+    codes[index[inside]] = table[inside, CODES]
+    readable = (table[:, GOOD] > 0) & ~np.isnan(table[:, FIRST_S]) & ~np.isnan(table[:, LAST_S])
+    rows_in = table[readable & inside]
+    at = index[readable & inside]
+    wh, flag = _inside(rows_in, rules)
+    total[at] += wh
+    covered[at] = True
+    flags[at] |= flag
+    spans = _spans(table[readable], start_s, count, rules, total, covered, flags)
+    energy = np.where(covered, total, np.nan)
     return Series(start_s, energy, flags, good, samples, codes, spans, rules.sample_time_s)
 
 
-def _inside(row: Q15Row, rules: CounterRules) -> tuple[float, int]:
-    """Energy between the bucket's own good readings, and its flags."""
-    if row.good < 2 or row.rise is None:
-        return 0.0, 0
-    wh, flag = row.rise, 0
-    if row.drops:
-        if rules.modulus is not None:
-            wh += row.drops * rules.modulus - (row.fall or 0.0)
-            flag |= WRAP
-        else:
-            flag |= RESET
-    # The largest single rise happened within the bucket's readings: if even
-    # their whole span could not produce it, it is a jump.
-    if (rules.max_power_w is not None and row.max_rise is not None
-            and row.max_rise > rules.max_power_w * (row.last_s - row.first_s) / 3600):  # type: ignore[operator]
-        wh -= row.max_rise
-        flag |= JUMP
+def _inside(rows: np.ndarray, rules: CounterRules) -> tuple[np.ndarray, np.ndarray]:
+    """Energy between each bucket's own good readings, and its flags."""
+    counted = (rows[:, GOOD] >= 2) & ~np.isnan(rows[:, RISE])
+    wh = np.where(counted, rows[:, RISE], 0.0)
+    flag = np.zeros(len(rows), dtype=np.int64)
+    dropped = counted & (rows[:, DROPS] > 0)
+    if rules.modulus is not None:
+        wh = wh + np.where(dropped, rows[:, DROPS] * rules.modulus - np.nan_to_num(rows[:, FALL]), 0.0)
+        flag[dropped] |= WRAP
+    else:
+        flag[dropped] |= RESET
+    if rules.max_power_w is not None:
+        # The largest single rise happened within the bucket's readings: if even
+        # their whole span could not produce it, it is a jump.
+        limit = rules.max_power_w * (rows[:, LAST_S] - rows[:, FIRST_S]) / 3600
+        jump = counted & ~np.isnan(rows[:, MAX_RISE]) & (np.nan_to_num(rows[:, MAX_RISE]) > limit)
+        wh = wh - np.where(jump, np.nan_to_num(rows[:, MAX_RISE]), 0.0)
+        flag[jump] |= JUMP
     return wh, flag
 
 
-def _add_span(before: Q15Row, after: Q15Row, start_s: int, count: int, rules: CounterRules,
-              energy: np.ndarray, flags: np.ndarray, spans: list[GapSpan]) -> None:
-    """Split the counter's change from ``before``'s last reading to ``after``'s first over the buckets between."""
-    t0, t1 = before.last_s, after.first_s
-    assert t0 is not None and t1 is not None and before.last_value is not None and after.first_value is not None
-    if t1 <= t0:
-        return
-    delta, flag = after.first_value - before.last_value, 0
-    if delta < 0:
-        if rules.modulus is not None:
-            delta, flag = delta + rules.modulus, WRAP
-        else:
-            delta, flag = 0.0, RESET  # the old count is lost; counting resumes from the new reading
-    if rules.max_power_w is not None and delta > rules.max_power_w * (t1 - t0) / 3600:
-        delta, flag = 0.0, flag | JUMP
+def _spans(rows: np.ndarray, start_s: int, count: int, rules: CounterRules, total: np.ndarray,
+           covered: np.ndarray, flags: np.ndarray) -> list[GapSpan]:
+    """Split each change between consecutive good buckets (last reading -> first reading) over the buckets between."""
+    t0, v0 = rows[:-1, LAST_S], rows[:-1, LAST_V]
+    t1, v1 = rows[1:, FIRST_S], rows[1:, FIRST_V]
+    keep = t1 > t0
+    t0, v0, t1, v1 = t0[keep], v0[keep], t1[keep], v1[keep]
+    delta = v1 - v0
+    flag = np.zeros(len(delta), dtype=np.int64)
+    down = delta < 0
+    if rules.modulus is not None:
+        delta = np.where(down, delta + rules.modulus, delta)
+        flag[down] |= WRAP
+    else:
+        delta = np.where(down, 0.0, delta)  # the old count is lost; counting resumes from the new reading
+        flag[down] |= RESET
+    if rules.max_power_w is not None:
+        jump = delta > rules.max_power_w * (t1 - t0) / 3600
+        delta = np.where(jump, 0.0, delta)
+        flag[jump] |= JUMP
+    first = np.floor((t0 - start_s) / BUCKET_S).astype(np.int64)
+    last = np.floor((t1 - start_s) / BUCKET_S).astype(np.int64)  # the bucket of the new reading
+    end = np.ceil((t1 - start_s) / BUCKET_S).astype(np.int64) - 1  # the last bucket the span covers
+    # Most spans lie in one bucket or straddle one boundary: vectorised.
+    boundary = start_s + (first + 1) * BUCKET_S
+    share = np.where(end == first, 1.0, (boundary - t0) / (t1 - t0))
+    simple = end <= first + 1
+    for bucket, part in ((first, share), (end, 1.0 - share)):
+        ok = simple & (bucket >= 0) & (bucket < count) & ((part > 0) | (bucket == first))
+        np.add.at(total, bucket[ok], (delta * part)[ok])
+        covered[bucket[ok]] = True
+        np.bitwise_or.at(flags, bucket[ok], flag[ok])
+    marked = (flag != 0) & (last >= 0) & (last < count)
+    np.bitwise_or.at(flags, last[marked], flag[marked])  # the bucket of the new reading shows the reset or jump
+    spans = []
+    gaps = np.nonzero((first != end) & (t1 - t0 > GAP_PERIODS * rules.sample_time_s) | ~simple)[0]
+    for number in gaps:
+        pieces = _pieces(float(t0[number]), float(t1[number]), float(delta[number]), start_s, count)
+        if not simple[number]:
+            for bucket, wh in pieces:
+                total[bucket] += wh
+                covered[bucket] = True
+                flags[bucket] |= flag[number]
+        if delta[number] > 0 and first[number] != end[number] and t1[number] - t0[number] > GAP_PERIODS * rules.sample_time_s:
+            spans.append(GapSpan(int(first[number]), int(end[number]), tuple(pieces)))
+    return spans
+
+
+def _pieces(t0: float, t1: float, delta: float, start_s: int, count: int) -> list[tuple[int, float]]:
+    """(bucket, Wh) of a change ``delta`` from ``t0`` to ``t1``, in proportion to the time in each bucket."""
     first = int((t0 - start_s) // BUCKET_S)
-    last = int((t1 - start_s) // BUCKET_S)  # the bucket of the new reading
-    end = -int(-(t1 - start_s) // BUCKET_S) - 1  # the last bucket the span covers
+    end = -int(-(t1 - start_s) // BUCKET_S) - 1
     pieces = []
     for index in range(max(first, 0), min(end, count - 1) + 1):
         bucket_start = start_s + index * BUCKET_S
         overlap = min(t1, bucket_start + BUCKET_S) - max(t0, bucket_start)
-        if overlap <= 0:
-            continue
-        wh = delta * overlap / (t1 - t0)
-        energy[index] = (0.0 if np.isnan(energy[index]) else energy[index]) + wh
-        flags[index] |= flag
-        pieces.append((index, wh))
-    if flag and 0 <= last < count:
-        flags[last] |= flag  # the bucket of the new reading shows the reset or jump
-    if delta > 0 and first != end and t1 - t0 > GAP_PERIODS * rules.sample_time_s:
-        spans.append(GapSpan(first, end, tuple(pieces)))
+        if overlap > 0:
+            pieces.append((index, delta * overlap / (t1 - t0)))
+    return pieces

@@ -14,13 +14,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from susee.config import DatabaseTarget
-from susee.report.energy import Q15Row
 from susee.report.intervals import utc_text
 
 # How far before and after the range a bracketing reading is looked for: a
 # gap longer than this at the range's edges is not bridged.
 BRACKET_S = 31 * 86400
+# A month of one key packed as text is ~0.4 MB; the server's default limit is 1 MB.
+PACKED_MAX_BYTES = 64 << 20
 
 _SECONDS = {
     "mysql": "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {0}) / 1e6",
@@ -41,29 +44,36 @@ def q15_table(job_id: str) -> str:
 
 
 def read_rows(target: DatabaseTarget, job_id: str, keys: Sequence[Key],
-              start_s: int, end_s: int) -> dict[Key, list[Q15Row]]:
-    """Q15 rows of ``keys`` (device, param) for buckets in [start_s, end_s), plus bracketing good buckets."""
+              start_s: int, end_s: int) -> dict[Key, np.ndarray]:
+    """Q15 rows (``energy.as_array`` layout) of ``keys`` (device, param) for buckets in
+    [start_s, end_s), plus the bracketing good buckets; sorted by bucket."""
     devices = sorted({device for device, _ in keys})
     params = sorted({param for _, param in keys})
     wanted = set(keys)
     table = q15_table(job_id)
-    dialect = target.kind
-    mark = "%s" if dialect == "mysql" else "?"
-    seconds = _SECONDS[dialect]
-    columns = ", ".join([
-        "q.idDevice", "q.idParam", seconds.format("q.Bucket"), "q.Samples", "q.Good",
-        seconds.format("q.FirstDate"), "q.FirstValue", seconds.format("q.LastDate"), "q.LastValue",
-        "q.Rise", "q.Fall", "q.Drops", "q.MaxRise", "q.Codes",
-    ])
-    in_keys = (f"idDevice IN ({', '.join([mark] * len(devices))}) AND idParam IN ({', '.join([mark] * len(params))})")
+    mark = "%s" if target.kind == "mysql" else "?"
+    seconds = _SECONDS[target.kind]
+    values = [seconds.format("q.Bucket"), "q.Samples", "q.Good", seconds.format("q.FirstDate"), "q.FirstValue",
+              seconds.format("q.LastDate"), "q.LastValue", "q.Rise", "q.Fall", "q.Drops", "q.MaxRise", "q.Codes"]
+    in_keys = f"idDevice IN ({', '.join([mark] * len(devices))}) AND idParam IN ({', '.join([mark] * len(params))})"
     key_args = [*devices, *params]
-    inside = (f"SELECT {columns} FROM {table} q WHERE q.{in_keys.replace('idParam', 'q.idParam')}"
-              f" AND q.Bucket >= {mark} AND q.Bucket < {mark}")
-    bracket = (f"SELECT {columns} FROM {table} q JOIN (SELECT idDevice, idParam, {{pick}}(Bucket) AS b FROM {table}"
-               f" WHERE {in_keys} AND Bucket >= {mark} AND Bucket < {mark} AND Good > 0 GROUP BY idDevice, idParam) p"
+    bracket = (f"SELECT q.idDevice, q.idParam, {', '.join(values)} FROM {table} q JOIN (SELECT idDevice, idParam,"
+               f" {{pick}}(Bucket) AS b FROM {table} WHERE {in_keys} AND Bucket >= {mark} AND Bucket < {mark}"
+               " AND Good > 0 GROUP BY idDevice, idParam) p"
                " ON q.idDevice = p.idDevice AND q.idParam = p.idParam AND q.Bucket = p.b")
-    result: dict[Key, list[Q15Row]] = defaultdict(list)
+    where = f"WHERE q.{in_keys.replace(' idParam', ' q.idParam')} AND q.Bucket >= {mark} AND q.Bucket < {mark}"
+    if target.kind == "mysql":
+        # One packed text per key and month instead of one protocol row per
+        # bucket: pymysql's per-row decoding is what limits a long report.
+        packed = ", ".join(f"COALESCE({value}, 'nan')" for value in values)
+        inside = (f"SELECT q.idDevice, q.idParam, GROUP_CONCAT(CONCAT_WS(',', {packed}) ORDER BY q.Bucket"
+                  f" SEPARATOR ',') FROM {table} q {where} GROUP BY q.idDevice, q.idParam, EXTRACT(YEAR_MONTH FROM q.Bucket)")
+    else:
+        inside = f"SELECT q.idDevice, q.idParam, {', '.join(values)} FROM {table} q {where}"
+    parts: dict[Key, list[np.ndarray]] = defaultdict(list)
     with _connection(target, table) as cursor:
+        if target.kind == "mysql":
+            cursor.execute("SET SESSION group_concat_max_len = %s", (PACKED_MAX_BYTES,))
         queries = [
             (bracket.format(pick="MAX"), [*key_args, utc_text(start_s - BRACKET_S), utc_text(start_s)]),
             (inside, [*key_args, utc_text(start_s), utc_text(end_s)]),
@@ -71,22 +81,20 @@ def read_rows(target: DatabaseTarget, job_id: str, keys: Sequence[Key],
         ]
         for sql, args in queries:
             cursor.execute(sql, args)
-            for row in cursor.fetchall():
-                key = (row[0], row[1])
-                if key in wanted:
-                    result[key].append(_q15(row))
-    for rows in result.values():
-        rows.sort(key=lambda r: r.bucket_s)
+            rows = cursor.fetchall()
+            if sql is inside and target.kind == "mysql":
+                for device, param, text in rows:
+                    if (device, param) in wanted:
+                        parts[(device, param)].append(np.array(text.split(","), dtype=np.float64).reshape(-1, 12))
+                continue
+            for row in rows:
+                if (row[0], row[1]) in wanted:
+                    parts[(row[0], row[1])].append(np.array([row[2:]], dtype=np.float64))
+    result = {}
+    for key, arrays in parts.items():
+        array = np.concatenate(arrays)
+        result[key] = array[np.argsort(array[:, 0], kind="stable")]
     return result
-
-
-def _q15(row: Sequence[Any]) -> Q15Row:
-    return Q15Row(
-        bucket_s=int(round(float(row[2]))), samples=int(row[3]), good=int(row[4]),
-        first_s=None if row[5] is None else float(row[5]), first_value=row[6],
-        last_s=None if row[7] is None else float(row[7]), last_value=row[8],
-        rise=row[9], fall=row[10], drops=int(row[11] or 0), max_rise=row[12], codes=int(row[13] or 0),
-    )
 
 
 @contextmanager
