@@ -68,6 +68,14 @@ def fill(cursor, meters: int) -> float:
     return time.perf_counter() - began
 
 
+def scan_floor(cursor, meters: int) -> float:
+    """Seconds the server alone takes to read every Q15 row once (a daily SUM, nothing sent back per row)."""
+    began = time.perf_counter()
+    cursor.execute(f"SELECT idDevice, DATE(Bucket), SUM(Rise) FROM see{JOB}Q15 GROUP BY idDevice, DATE(Bucket)")
+    cursor.fetchall()
+    return time.perf_counter() - began
+
+
 def timed(site, request: Request) -> tuple[float, int]:
     began = time.perf_counter()
     report = build(site.settings, site.plans, site.path, request)
@@ -91,6 +99,10 @@ def main() -> int:
                 return 1
         rows = options.meters * (BUCKETS + 192)
         print(f"filled {rows:,} Q15 rows for {options.meters} meters in {filled:.1f} s")
+        with admin.cursor() as cursor:
+            floor = scan_floor(cursor, options.meters)
+        print(f"server floor: one GROUP BY day over all rows {floor:.2f} s ({rows / floor:,.0f} rows/s); "
+              f"1,000 meters: {1000 * (BUCKETS + 192) / (rows / floor):.0f} s")
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "site.yaml"
             devices = "\n".join(f"  - {{id: m{i:04d}, host: 127.0.0.1, params: [222]}}" for i in range(options.meters))
