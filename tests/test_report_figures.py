@@ -67,6 +67,10 @@ WEEK = [
     *constant("main", "226", "2026-04-02T00:00", "2026-04-09T00:00", 150),
     *hvac_week(),
 ]
+# ``pv`` (1200 W = 100 Wh per sample) jumps by 10^10 Wh at 2026-04-07 12:00 (a misread):
+# far above what the PAC3200's max_power (10^8 W) gives in 5 minutes.
+PV = [(d, p, t, v + (1e10 if t >= local("2026-04-07T12:00") else 0), c)
+      for d, p, t, v, c in constant("pv", "222", "2026-04-07T00:00", "2026-04-08T00:00", 100)]
 DST = [
     *constant("main", "222", "2026-03-28T00:00", "2026-03-31T00:00", 300),
     *constant("main", "222", "2026-10-24T00:00", "2026-10-27T00:00", 300, first=5_000_000.0),
@@ -80,6 +84,7 @@ database: {{url: "{url}"}}
 devices:
   - {{id: main, host: 127.0.0.1, params: [222, 226], tags: {{building: A, use: total}}}}
   - {{id: hvac, host: 127.0.0.1, params: [222], tags: {{building: A, use: hvac}}}}
+  - {{id: pv, host: 127.0.0.1, params: [222]}}
 virtual_meters:
   unmetered: "main - hvac"
 """
@@ -94,7 +99,7 @@ def database(request, tmp_path, job_id) -> tuple[DatabaseTarget, str]:
     else:
         target = request.getfixturevalue("mariadb_target")
         url = f"mysql://root@127.0.0.1:3306/{target.database}"
-    write_q15(target, job_id, q15_rows_from_samples(WEEK + DST))
+    write_q15(target, job_id, q15_rows_from_samples(WEEK + DST + PV))
     return target, url
 
 
@@ -226,3 +231,13 @@ def test_tag_groups_sum_their_members(tmp_path, job_id, database):
                             tariff=None), "A")
     assert building[("2026-04-07T00:00", "all")].energy == pytest.approx(86_400 + 46_350)
     assert building[("2026-04-07T00:00", "all")].completeness_pct == pytest.approx(100 * 280 * 300 / 86_400)
+
+
+def test_an_implausible_jump_is_flagged_and_not_counted(tmp_path, job_id, database):
+    _, url = database
+    pv = cells(report(tmp_path, job_id, url, start="2026-04-07", end="2026-04-08", every="hour", devices="pv"), "pv")
+    # Every hour is 1200 Wh; at 12:00 the step 11:55 -> 12:00 (100 Wh + 10^10) is dropped: 1100 Wh.
+    assert pv[("2026-04-07T11:00", "all")].energy == pytest.approx(1100)
+    assert pv[("2026-04-07T11:00", "all")].flags == 2  # jump
+    assert pv[("2026-04-07T12:00", "all")].energy == pytest.approx(1200)
+    assert pv[("2026-04-07T10:00", "all")].energy == pytest.approx(1200)

@@ -166,3 +166,46 @@ def test_tags_are_text(tmp_path):
     path = tmp_path / "site.yaml"
     path.write_text("database: {url: 'sqlite:///x.db'}\ndevices:\n  - {id: a, host: h, tags: {floor: 2}}\n")
     assert load_settings(path).devices[0].tags == {"floor": "2"}
+
+
+PROFILE = """name: m
+params:
+  - {id: E1, address: 0, kind: counter, unit: Wh}
+  - {id: E2, address: 2, kind: counter, unit: Wh}
+  - {id: Q1, address: 4, kind: counter, unit: VArh}
+  - {id: P, address: 6, unit: W}
+"""
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("derived: {T: 'E1 + X'}", "derived.T: 'X' is not a param"),
+    ("derived: {T: 'E1 + P'}", "derived.T: 'P' is not a counter"),
+    ("derived: {T: 'E1 + Q1'}", "derived.T: parts have different units"),
+    ("derived: {E1: 'E1 + E2'}", "derived.E1: name must be a new param id"),
+    ("derived: {T: 'E1 +'}", "derived.T:"),
+])
+def test_bad_derived_counters_name_the_culprit(tmp_path, extra, message):
+    from susee.profiles import ProfileError, load_profile
+
+    path = tmp_path / "m.yaml"
+    path.write_text(PROFILE + extra + "\n")
+    with pytest.raises(ProfileError, match=message):
+        load_profile(str(path))
+
+
+def test_max_power_needs_a_counter(tmp_path):
+    from susee.profiles import ProfileError, load_profile
+
+    path = tmp_path / "m.yaml"
+    path.write_text(PROFILE.replace("unit: W}", "unit: W, max_power: 5}"))
+    with pytest.raises(ProfileError, match="params\\[3\\] \\(id 'P'\\): field 'kind'"):
+        load_profile(str(path))
+
+
+def test_pac3200_says_which_counters_it_reports():
+    from susee.profiles import load_profile
+
+    pac = load_profile("pac3200")
+    assert {"222", "226"} <= set(pac.default_params)  # the tariff-1 registers
+    assert pac.derived_terms("EP_IMP") == [(1, "222"), (1, "223")]
+    assert all(pac.by_id[str(i)].kind == "counter" and pac.by_id[str(i)].max_power for i in range(222, 230))
