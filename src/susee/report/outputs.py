@@ -157,33 +157,40 @@ def write_png(report: Report, path: Path) -> None:
     try:
         data = _chart_series(report)
         if data is not None:
-            meter, param, unit, labels, values = data
-            scale, shown = (1000.0, f"k{unit}") if max((max(v, default=0) for v in values.values()), default=0) > 10_000 else (1.0, unit)
-            starts = [datetime.fromtimestamp(i.start_s, report.zone) for i in report.intervals]
-            width = [(i.end_s - i.start_s) / 86400 * 0.8 for i in report.intervals]
-            bottom = np.zeros(len(labels))
-            for band, energies in values.items():
-                heights = np.array(energies) / scale
-                bars.bar(starts, heights, width=width, bottom=bottom, align="edge", label=band)
-                bottom += heights
-            bars.set_title(f"{meter} {param}: consumption per {report.every}" + (" by band" if report.calendar else ""))
-            bars.set_ylabel(shown)
-            bars.legend(loc="upper right")
-            bars.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d\n%H:%M", tz=report.zone))
-        times = [datetime.fromtimestamp(report.grid_start + i * BUCKET_S, report.zone)
-                 for i in range(len(next(iter(report.profiles.values()), [])))]
-        units = {}
-        for (meter, param), watts in report.profiles.items():
-            if param == (data[1] if data else param):
-                profile.plot(times, watts / 1000.0, label=meter, linewidth=1)
-                units[param] = power_unit(data[2] if data else "Wh")
-        profile.set_title("Load profile: mean power per 15 minutes")
-        profile.set_ylabel(f"k{next(iter(units.values()), 'W')}")
-        profile.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d\n%H:%M", tz=report.zone))
-        if units:
-            profile.legend(loc="upper right")
-        profile.grid(True, alpha=0.3)
+            _bars(bars, report, *data)
+            _profile(profile, report, data[1], data[2])
+        for axis in (bars, profile):
+            axis.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d\n%H:%M", tz=report.zone))
+            axis.grid(True, axis="y", alpha=0.3)
         figure.tight_layout()
         figure.savefig(path, dpi=PNG_DPI)
     finally:
         plt.close(figure)
+
+
+def _bars(axis: Any, report: Report, meter: str, param: str, unit: str, labels: list[str],
+          values: dict[str, list[float]]) -> None:
+    largest = max((sum(column) for column in zip(*values.values())), default=0.0)
+    scale, shown = (1000.0, f"k{unit}") if largest > 10_000 else (1.0, unit)
+    starts = [datetime.fromtimestamp(i.start_s, report.zone) for i in report.intervals]
+    widths = [(i.end_s - i.start_s) / 86400 * 0.8 for i in report.intervals]  # matplotlib dates are days
+    bottom = np.zeros(len(labels))
+    for band, energies in values.items():
+        heights = np.array(energies) / scale
+        axis.bar(starts, heights, width=widths, bottom=bottom, align="edge", label=band)
+        bottom += heights
+    axis.set_title(f"{meter} {param}: consumption per {report.every}" + (" by band" if report.calendar else ""))
+    axis.set_ylabel(shown)
+    axis.legend(loc="upper right")
+
+
+def _profile(axis: Any, report: Report, param: str, unit: str) -> None:
+    shown = [(meter, watts) for (meter, p), watts in report.profiles.items() if p == param]
+    if not shown:
+        return
+    times = [datetime.fromtimestamp(report.grid_start + i * BUCKET_S, report.zone) for i in range(len(shown[0][1]))]
+    for meter, watts in shown:
+        axis.step(times, watts / 1000.0, where="post", label=meter, linewidth=1)
+    axis.set_title(f"Load profile ({param}): mean power per 15 minutes")
+    axis.set_ylabel(f"k{power_unit(unit)}")
+    axis.legend(loc="upper right")
