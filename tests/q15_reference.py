@@ -57,7 +57,7 @@ def q15_rows_from_samples(samples: Iterable[Sample]) -> list[tuple]:
         codes = 0
         for _, _, code in items:
             codes |= code
-        steps = [b[1] - a[1] for a, b in zip(good, good[1:])]
+        steps = [b[1] - a[1] for a, b in zip(good, good[1:], strict=False)]
         rises = [s for s in steps if s > 0]
         rows.append((
             device, param, _text(bucket, False), len(items), len(good),

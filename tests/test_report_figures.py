@@ -45,19 +45,19 @@ def constant(device: str, param: str, start: str, end: str, per_step: float, fir
 
 
 def hvac_week():
-    rows, t, value = [], local("2026-04-02T00:00"), 500_000.0
+    rows, t, value, before_gap = [], local("2026-04-02T00:00"), 500_000.0, 0.0
     gap_from, gap_to, reset = local("2026-04-07T07:40"), local("2026-04-07T08:20"), local("2026-04-08T12:00")
     while t <= local("2026-04-09T00:00"):
         if gap_from <= t < gap_to:
             rows.append(("hvac", "222", t, None, 1))  # a timeout: bad row, no value
         else:
             if t == gap_to:
-                value = value_at_0735 + 4500  # noqa: F821 - set when 07:35 passed
+                value = before_gap + 4500
             elif t == reset:
                 value = 0.0
             rows.append(("hvac", "222", t, value, 0))
             if t == local("2026-04-07T07:35"):
-                value_at_0735 = value
+                before_gap = value
         t, value = t + STEP_S, value + 150
     return rows
 

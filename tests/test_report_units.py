@@ -34,7 +34,10 @@ def rows_of(values, step_s=300, start=T0, codes=None):
     return out
 
 
-def energies(values, buckets, rules=CounterRules(300), step_s=300):
+STEADY = CounterRules(300)
+
+
+def energies(values, buckets, rules=STEADY, step_s=300):
     series = counter_series(rows_of(values, step_s), T0, buckets, rules)
     return [None if math.isnan(e) else round(e, 6) for e in series.energy], list(series.flags)
 

@@ -38,8 +38,9 @@ class Composite:
 
     @classmethod
     def of(cls, series: Series) -> Composite:
+        # Good counts fit 16 bits (900 a bucket at 1 s): a tag group keeps one array per member.
         return cls(series.energy, np.nan_to_num(np.abs(series.energy)), series.flags, series.codes,
-                   tuple(series.spans), (series.good,), series.sample_time_s)
+                   tuple(series.spans), (series.good.astype(np.int16),), series.sample_time_s)
 
 
 def combine(terms: Sequence[tuple[int, Composite]]) -> Composite:
@@ -135,7 +136,7 @@ def figures(meter: str, param: str, unit: str, counter: Composite, layer: Layer,
     flags = np.bitwise_or.reduceat(counter.flags[order], starts)
     seconds = layer.sizes * BUCKET_S
     completeness = np.min(
-        [np.minimum(1.0, np.add.reduceat(good[order], starts) * counter.sample_time_s / seconds)
+        [np.minimum(1.0, np.add.reduceat(good[order], starts, dtype=np.int64) * counter.sample_time_s / seconds)
          for good in counter.goods], axis=0)
     peak_index = _peaks(energy, known, layer)
     rows = []

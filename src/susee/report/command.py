@@ -19,10 +19,20 @@ import numpy as np
 
 from susee.config import Settings
 from susee.devices import DevicePlan
-from susee.report.aggregate import Composite, Figure, Layer, combine, figures, layers
+from susee.report.aggregate import Composite, Figure, combine, figures, layers
 from susee.report.energy import counter_series
 from susee.report.intervals import BUCKET_S, Interval, intervals, parse_duration, parse_local
-from susee.report.meters import Culprit, Meter, check_params, default_params, device_counters, meter_counter, meters, select
+from susee.report.meters import (
+    Counter,
+    Culprit,
+    Meter,
+    check_params,
+    default_params,
+    device_counters,
+    meters,
+    select,
+    virtual_counter,
+)
 from susee.report.reader import ReadError, read_rows
 from susee.report.tariffs import Calendar, TariffError, load_calendar
 
@@ -112,55 +122,83 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
     params = list(request.params) if request.params else default_params(counters)
     check_params(params, counters, plans)
     spans = intervals(request.start_s, request.end_s, request.every, zone)
-    grid_start, count = spans[0].start_s, (spans[-1].end_s - spans[0].start_s) // BUCKET_S
-    bucket_starts = range(grid_start, grid_start + count * BUCKET_S, BUCKET_S)
-    bands = calendar.bands_of(bucket_starts, zone) if calendar else []
-    whole = [Interval(grid_start, spans[-1].end_s, spans[0].label)]
-    report = Report(zone, request.every, calendar, spans, grid_start=grid_start)
-    grids = (layers(spans, grid_start, count, bands, calendar), layers(whole, grid_start, count, bands, calendar))
-    device_rows = [m for m in rows if len(m.terms) == 1 and not m.group and m.terms[0][1] == m.name]
-    combined_rows = [m for m in rows if m not in device_rows]
-    needed = {device for meter in combined_rows for _, device in meter.terms}
-    kept: dict[str, dict[str, Composite]] = {}
+    collector = _Collector(Report(zone, request.every, calendar, spans, grid_start=spans[0].start_s), rows, counters)
+    target, end_s = settings.database_target(), spans[-1].end_s
     chunks = [plans[i:i + CHUNK_DEVICES] for i in range(0, len(plans), CHUNK_DEVICES)]
     for chunk in _progress(chunks, progress, "meters", CHUNK_DEVICES):
         keys = [(plan.id, part) for plan in chunk for param in params
                 if param in counters[plan.id] for _, part, _ in counters[plan.id][param].terms]
-        found = read_rows(settings.database_target(), settings.job_id, keys, grid_start, grid_start + count * BUCKET_S)
+        found = read_rows(target, settings.job_id, keys, spans[0].start_s, end_s)
         for plan in chunk:
-            by_param = counters[plan.id]
             for param in params:
-                counter = by_param.get(param)
-                if counter is None:
-                    continue
-                composite = combine([(sign, Composite.of(counter_series(found.get((plan.id, part), EMPTY), grid_start,
-                                                                          count, rules)))
-                                     for sign, part, rules in counter.terms])
-                if plan.id in needed:
-                    kept.setdefault(plan.id, {})[param] = composite
-                if any(m.name == plan.id for m in device_rows):
-                    _add(report, grids, plan.id, param, counter.unit, composite)
-    for meter in combined_rows:
-        for param in params:
-            unit_composite = meter_counter(meter, param, kept, counters)
-            if unit_composite is not None:
-                _add(report, grids, meter.name, param, unit_composite[0], unit_composite[1])
-    _sort(report, rows, params)
-    return report
+                if param in counters[plan.id]:
+                    collector.device(counters[plan.id][param], found)
+    collector.finish(params)
+    _sort(collector.report, rows, params)
+    return collector.report
 
 
-def _add(report: Report, grids: tuple[list[Layer], list[Layer]], meter: str, param: str, unit: str,
-         composite: Composite) -> None:
-    per_interval, whole = grids
-    for layer in per_interval:
-        report.rows.extend(figures(meter, param, unit, composite, layer, report.intervals, report.grid_start,
-                                   report.zone))
-    whole_interval = [Interval(report.grid_start, report.intervals[-1].end_s, report.intervals[0].label)]
-    for layer in whole:
-        report.totals.extend(figures(meter, param, unit, composite, layer, whole_interval, report.grid_start,
-                                     report.zone))
-    if len({m for m, _ in report.profiles}) < PROFILE_METERS or any(m == meter for m, _ in report.profiles):
-        report.profiles[(meter, param)] = composite.energy * (3600 / BUCKET_S)
+class _Collector:
+    """Turns each device's counter into figures, and keeps what virtual meters and tag groups need."""
+
+    def __init__(self, report: Report, rows: list[Meter], counters: dict[str, dict[str, Counter]]) -> None:
+        self.report = report
+        self.counters = counters
+        spans, start = report.intervals, report.grid_start
+        self.count = (spans[-1].end_s - start) // BUCKET_S
+        bands = (report.calendar.bands_of(range(start, spans[-1].end_s, BUCKET_S), report.zone)
+                 if report.calendar else [])
+        self.whole = [Interval(start, spans[-1].end_s, spans[0].label)]
+        self.layers = (layers(spans, start, self.count, bands, report.calendar),
+                       layers(self.whole, start, self.count, bands, report.calendar))
+        self.device_rows = {m.name for m in rows if len(m.terms) == 1 and not m.group and m.terms[0][1] == m.name}
+        self.combined_rows = [m for m in rows if m.name not in self.device_rows]
+        self.virtual_parts = {d for meter in self.combined_rows if not meter.group for _, d in meter.terms}
+        self.groups_of: dict[str, list[Meter]] = {}  # device -> the tag groups it is in
+        for meter in self.combined_rows:
+            for _, device in meter.terms if meter.group else ():
+                self.groups_of.setdefault(device, []).append(meter)
+        self.kept: dict[str, dict[str, Composite]] = {}  # parts of virtual meters
+        self.sums: dict[tuple[str, str], tuple[str, Composite]] = {}  # tag groups, summed as devices arrive
+
+    def device(self, counter: Counter, found: dict) -> None:
+        """One device's counter from its Q15 rows (``found``, by (device, param))."""
+        device, param = counter.device, counter.param
+        composite = combine([
+            (sign, Composite.of(counter_series(found.get((device, part), EMPTY), self.report.grid_start,
+                                               self.count, rules)))
+            for sign, part, rules in counter.terms
+        ])
+        if device in self.virtual_parts:
+            self.kept.setdefault(device, {})[param] = composite
+        for group in self.groups_of.get(device, ()):
+            before = self.sums.get((group.name, param))
+            self.sums[(group.name, param)] = (counter.unit, composite if before is None
+                                              else combine([(1, before[1]), (1, composite)]))
+        if device in self.device_rows:
+            self._add(device, param, counter.unit, composite)
+
+    def finish(self, params: list[str]) -> None:
+        """Figures of the virtual meters and tag groups, once every device is in."""
+        for meter in self.combined_rows:
+            for param in params:
+                found = (self.sums.get((meter.name, param)) if meter.group
+                         else virtual_counter(meter, param, self.kept, self.counters))
+                if found is not None:
+                    self._add(meter.name, param, *found)
+
+    def _add(self, meter: str, param: str, unit: str, composite: Composite) -> None:
+        report = self.report
+        per_interval, whole = self.layers
+        for layer in per_interval:
+            report.rows.extend(figures(meter, param, unit, composite, layer, report.intervals,
+                                       report.grid_start, report.zone))
+        for layer in whole:
+            report.totals.extend(figures(meter, param, unit, composite, layer, self.whole,
+                                         report.grid_start, report.zone))
+        shown = {m for m, _ in report.profiles}
+        if len(shown) < PROFILE_METERS or meter in shown:
+            report.profiles[(meter, param)] = composite.energy * (3600 / BUCKET_S)
 
 
 def _sort(report: Report, rows: list[Meter], params: list[str]) -> None:

@@ -192,7 +192,8 @@ def _spans(rows: np.ndarray, start_s: int, count: int, rules: CounterRules, tota
     marked = (flag != 0) & (last >= 0) & (last < count)
     np.bitwise_or.at(flags, last[marked], flag[marked])  # the bucket of the new reading shows the reset or jump
     spans = []
-    gaps = np.nonzero((first != end) & (t1 - t0 > GAP_PERIODS * rules.sample_time_s) | ~simple)[0]
+    long_span = t1 - t0 > GAP_PERIODS * rules.sample_time_s
+    gaps = np.nonzero((first != end) & long_span | ~simple)[0]
     for number in gaps:
         pieces = _pieces(float(t0[number]), float(t1[number]), float(delta[number]), start_s, count)
         if not simple[number]:
@@ -200,7 +201,7 @@ def _spans(rows: np.ndarray, start_s: int, count: int, rules: CounterRules, tota
                 total[bucket] += wh
                 covered[bucket] = True
                 flags[bucket] |= flag[number]
-        if delta[number] > 0 and first[number] != end[number] and t1[number] - t0[number] > GAP_PERIODS * rules.sample_time_s:
+        if delta[number] > 0 and first[number] != end[number] and long_span[number]:
             spans.append(GapSpan(int(first[number]), int(end[number]), tuple(pieces)))
     return spans
 

@@ -87,7 +87,8 @@ def check_params(params: Sequence[str], counters: Mapping[str, Mapping[str, Coun
                 raise Culprit(f"param {param!r}: not a counter in profile {plan.profile.name!r} "  # type: ignore[union-attr]
                               f"(kind {spec.kind}); a report sums counters only")
             if spec is not None or (plan.profile and param in plan.profile.derived):
-                raise Culprit(f"param {param!r}: no device reads it (or all the parts of it); add it to a device's params")
+                raise Culprit(f"param {param!r}: no device reads it (or all the parts of it); "
+                              "add it to a device's params")
         raise Culprit(f"param {param!r}: unknown: not a param of any device's profile")
 
 
@@ -119,20 +120,13 @@ def select(rows: list[Meter], plans: Sequence[DevicePlan], wanted: Sequence[str]
     return kept, [plan for plan in plans if plan.id in devices]
 
 
-def meter_counter(meter: Meter, param: str, composites: Mapping[str, Mapping[str, Composite]],
-                  counters: Mapping[str, Mapping[str, Counter]]) -> tuple[str, Composite] | None:
-    """(unit, composite) of ``param`` for a virtual meter or tag group; None when it cannot be computed.
-
-    A tag group sums the members that have the counter; a virtual meter needs every part.
-    """
+def virtual_counter(meter: Meter, param: str, composites: Mapping[str, Mapping[str, Composite]],
+                    counters: Mapping[str, Mapping[str, Counter]]) -> tuple[str, Composite] | None:
+    """(unit, composite) of ``param`` for a virtual meter; None unless every part device has the counter."""
     parts = []
-    unit = ""
     for sign, device in meter.terms:
         composite = composites.get(device, {}).get(param)
         if composite is None:
-            if meter.group:
-                continue
             return None
-        unit = counters[device][param].unit
         parts.append((sign, composite))
-    return (unit, combine(parts)) if parts else None
+    return counters[meter.terms[0][1]][param].unit, combine(parts)

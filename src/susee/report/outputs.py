@@ -84,8 +84,8 @@ def write_xlsx(report: Report, path: Path) -> None:
     try:
         bold = workbook.add_format({"bold": True})
         summary = workbook.add_worksheet("Summary")
-        summary.write_row(0, 0, ["susee report", f"{report.intervals[0].label} to {_local(report.intervals[-1].end_s, report)}",
-                                 f"every {report.every}",
+        period = f"{report.intervals[0].label} to {_local(report.intervals[-1].end_s, report)}"
+        summary.write_row(0, 0, ["susee report", period, f"every {report.every}",
                                  f"tariff {report.calendar.name}" if report.calendar else "no tariff bands"], bold)
         _sheet(summary, table(report, report.totals), bold, first_row=2)
         intervals = workbook.add_worksheet("Intervals")
@@ -133,7 +133,7 @@ def _chart(workbook: Any, report: Report, bold: Any) -> None:
         for column, band in enumerate(values, start=1):
             sheet.write(row, column, values[band][row - 1])
     chart = workbook.add_chart({"type": "column", "subtype": "stacked"})
-    for column, band in enumerate(values, start=1):
+    for column in range(1, len(values) + 1):
         chart.add_series({
             "name": ["Chart", 0, column],
             "categories": ["Chart", 1, 0, len(labels), 0],
@@ -170,7 +170,7 @@ def write_png(report: Report, path: Path) -> None:
 
 def _bars(axis: Any, report: Report, meter: str, param: str, unit: str, labels: list[str],
           values: dict[str, list[float]]) -> None:
-    largest = max((sum(column) for column in zip(*values.values())), default=0.0)
+    largest = max((sum(column) for column in zip(*values.values(), strict=True)), default=0.0)
     scale, shown = (1000.0, f"k{unit}") if largest > 10_000 else (1.0, unit)
     starts = [datetime.fromtimestamp(i.start_s, report.zone) for i in report.intervals]
     widths = [(i.end_s - i.start_s) / 86400 * 0.8 for i in report.intervals]  # matplotlib dates are days

@@ -67,7 +67,8 @@ def read_rows(target: DatabaseTarget, job_id: str, keys: Sequence[Key],
         # bucket: pymysql's per-row decoding is what limits a long report.
         packed = ", ".join(f"COALESCE({value}, 'nan')" for value in values)
         inside = (f"SELECT q.idDevice, q.idParam, GROUP_CONCAT(CONCAT_WS(',', {packed}) ORDER BY q.Bucket"
-                  f" SEPARATOR ',') FROM {table} q {where} GROUP BY q.idDevice, q.idParam, EXTRACT(YEAR_MONTH FROM q.Bucket)")
+                  f" SEPARATOR ',') FROM {table} q {where}"
+                  " GROUP BY q.idDevice, q.idParam, EXTRACT(YEAR_MONTH FROM q.Bucket)")
     else:
         inside = f"SELECT q.idDevice, q.idParam, {', '.join(values)} FROM {table} q {where}"
     parts: dict[Key, list[np.ndarray]] = defaultdict(list)
