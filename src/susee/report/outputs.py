@@ -80,7 +80,7 @@ def write_xlsx(report: Report, path: Path) -> None:
     """Summary (whole period per band), Intervals (the CSV's rows) and a stacked chart by band."""
     import xlsxwriter
 
-    workbook = xlsxwriter.Workbook(str(path))
+    workbook = xlsxwriter.Workbook(str(path), {"constant_memory": True})  # rows stream to disk
     try:
         bold = workbook.add_format({"bold": True})
         summary = workbook.add_worksheet("Summary")
