@@ -100,7 +100,15 @@ def write_q15(target: DatabaseTarget, job_id: str, rows: Sequence[tuple]) -> Non
 
 
 def raw_samples(target: DatabaseTarget, job_id: str) -> list[Sample]:
-    """Every row of ``see<job>Raw`` as samples (MariaDB), for rolling up what the service wrote."""
+    """Every row of ``see<job>Raw`` as samples, for rolling up what the service wrote."""
+    if target.kind == "sqlite":
+        conn = sqlite3.connect(target.path)
+        try:
+            rows = conn.execute(f'SELECT idDevice, idParam, Date, Value, Code FROM "see{job_id}Raw"').fetchall()
+        finally:
+            conn.close()
+        return [(device, param, datetime.fromisoformat(date).replace(tzinfo=timezone.utc).timestamp(), value, code)
+                for device, param, date, value, code in rows]
     conn = pymysql.connect(host=target.host, port=target.port, user=target.user, password="",
                            database=target.database)
     try:

@@ -14,9 +14,19 @@ import zlib
 from collections import defaultdict
 
 import pytest
+import yaml
 from openpyxl import load_workbook
 
-from tests.integration.test_cli import meters, mysql_url, run_cli, simulator, write_site  # noqa: F401 - fixture
+from susee.config import DatabaseTarget
+from tests.integration.test_cli import (  # noqa: F401 - simulator is a fixture
+    DEMO_CONFIG,
+    free_port,
+    meters,
+    mysql_url,
+    run_cli,
+    simulator,
+    write_site,
+)
 from tests.q15_reference import q15_rows_from_samples, raw_samples, write_q15
 
 PNG_SIZE = (1200, 800)  # outputs.PNG_SIZE_IN x PNG_DPI
@@ -111,3 +121,30 @@ async def test_bad_arguments_exit_2_naming_the_culprit(tmp_path, mariadb_target,
     result = await run_cli(tmp_path, "report", "--config", str(path), *arguments)
     assert result.returncode == 2, result.output
     assert culprit in result.stderr
+
+
+async def test_the_readme_demo_report_shows_real_figures(tmp_path):
+    """`susee report --config config/demo.yaml --last 1h --every 15min` after the demo ran (SQLite)."""
+    port = free_port()
+    demo = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    demo["simulator"]["port"] = port
+    for device in demo["devices"]:
+        device["port"] = port
+    site = tmp_path / "demo.yaml"
+    site.write_text(yaml.safe_dump(demo, sort_keys=False), encoding="utf-8")  # the demo's relative SQLite file
+    result = await run_cli(tmp_path, "--config", str(site), "--duration", "2.5", SUSEE_SAMPLE_TIME="1")
+    assert result.returncode == 0, result.stderr
+    target = DatabaseTarget(kind="sqlite", database="x", path=tmp_path / "susee-demo.db")
+    samples = raw_samples(target, demo["job_id"])
+    write_q15(target, demo["job_id"], q15_rows_from_samples(samples))
+
+    shown = await run_cli(tmp_path, "report", "--config", str(site), "--last", "1h", "--every", "15min",
+                          SUSEE_SAMPLE_TIME="1")
+    assert shown.returncode == 0, shown.stderr
+    rows = list(csv.DictReader(io.StringIO(shown.stdout)))
+    reported = {(row["meter"], row["param"]) for row in rows}
+    assert reported == {(device, param) for device in ("d00", "d01", "d02") for param in ("222", "226")}
+    for device in ("d00", "d01", "d02"):
+        energy = sum(float(row["energy"]) for row in rows if (row["meter"], row["param"]) == (device, "222")
+                     and row["energy"])
+        assert energy == pytest.approx(counter_rise(samples, device, "222"), abs=2e-3) and energy > 0
