@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "susee.simulator")),
     ("foundation", ("susee", "susee.config", "susee.validation", "susee.codec", "susee.planner", "susee.profiles",
                     "susee.quality", "susee.sample", "susee.ticks", "susee.shown", "susee.migrations",
-                    "susee.runtime", "susee.simulator_model")),
+                    "susee.runtime", "susee.simulator_model", "susee.expressions")),
 ]
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from susee import __version__, commands, legacy, profile_commands
 from susee.config import ConfigError, StartError
+from susee.report.arguments import add_arguments as report_arguments
 
 EXIT_CONFIG = 2
-COMMANDS = ("run", "check", "migrate", "read", "last", "simulate", "profile", "import-legacy")
+COMMANDS = ("run", "check", "migrate", "read", "last", "simulate", "profile", "import-legacy", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile_actions = profile.add_subparsers(dest="profile_action", metavar="ACTION", required=True)
     profile_actions.add_parser("show", help="print a profile as a table").add_argument("profile", metavar="NAME|FILE")
     profile_actions.add_parser("check", help="validate a profile file").add_argument("profile", metavar="FILE")
+    report = sub.add_parser("report", parents=[common], help="consumption, peaks, tariff bands and completeness")
+    report_arguments(report)
     legacy_import = sub.add_parser("import-legacy", help="convert the original susee's etl_data.py to site YAML")
     legacy_import.add_argument("file", metavar="ETL_DATA_PY", help="read as data, never executed")
     return parser
@@ -87,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_async(commands.migrate(site))
         if command == "last":
             return run_async(commands.last(site, args.raw))
+        if command == "report":
+            return _report(site, args)
         return run_async(commands.read(site, args.device))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
@@ -99,6 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
         return 0
+
+
+def _report(site: commands.Site, args: argparse.Namespace) -> int:
+    try:
+        from susee.report.command import run
+    except ImportError as exc:  # numpy, matplotlib & co. come with the extra
+        print(f"susee report needs the 'report' extra: pip install 'susee[report]' ({exc})", file=sys.stderr)
+        return EXIT_CONFIG
+    return run(site.settings, site.plans, site.path, args)
 
 
 def _worker_share(text: str) -> tuple[int, int]:
