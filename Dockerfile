@@ -2,9 +2,8 @@
 #   docker build -t susee .
 #   docker run --rm --network host -v $PWD/site.yaml:/etc/susee/site.yaml:ro \
 #       -v susee-spool:/var/lib/susee/spool \
-#       -e SUSEE_DATABASE__PASSWORD=... susee
-# Secrets may also be mounted in /run/secrets (file susee_database__password):
-# none is ever baked into the image.
+#       -v $PWD/secrets/susee_database__password:/run/secrets/susee_database__password:ro susee
+# (or -e SUSEE_DATABASE__PASSWORD=...): no secret is ever baked into the image.
 # Where no registry is reachable, build on a local base with Python 3.10+ and
 # pip first on PATH: docker build --build-arg BASE=localhost/susee-base .
 ARG BASE=python:3.12-slim
@@ -15,7 +14,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY migrations ./migrations
-RUN pip install --no-cache-dir . && rm -rf /src
+# The web extra: the live page, /healthz and /metrics (http: settings).
+RUN pip install --no-cache-dir ".[web]" && rm -rf /src
 
 # Unprivileged user; sampling needs no privileges, only outbound Modbus/TCP.
 RUN useradd --system --home-dir /var/lib/susee --create-home susee \

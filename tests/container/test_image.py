@@ -30,6 +30,7 @@ ROWS_WITHIN_S = 60.0  # start-up, migrations and a few 1-s ticks on a loaded CI 
 STOP_WITHIN_S = 15.0  # well under docker stop's 30 s grace: proof that SIGTERM was acted on
 JOB = "000"
 UNITS = (1, 2)
+PASSWORD_FILE = "susee_database__password"
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +81,9 @@ def write_site(folder: Path, database: dict, sim_port: int, http_port: int | Non
     path.write_text(yaml.safe_dump(site, sort_keys=False), encoding="utf-8")
     path.chmod(0o644)
     secrets_dir = folder / "secrets"
-    secrets_dir.mkdir(exist_ok=True)
-    (secrets_dir / "susee_database__password").write_text(database["password"], encoding="utf-8")
-    (secrets_dir / "susee_database__password").chmod(0o644)  # read by the image's unprivileged user
-    secrets_dir.chmod(0o755)
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)  # private on the host; the file itself is mounted
+    (secrets_dir / PASSWORD_FILE).write_text(database["password"], encoding="utf-8")
+    (secrets_dir / PASSWORD_FILE).chmod(0o644)  # read by the image's unprivileged user
     return path
 
 
@@ -122,7 +122,8 @@ def service(engine: Engine, image: str, database: dict, has_http: bool, tmp_path
                       "simulate", "--port", str(sim_port), "--units", ",".join(map(str, UNITS)))
         healthz = [] if http_port is None else ["-e", f"SUSEE_HEALTHZ_URL=http://127.0.0.1:{http_port}/healthz"]
         engine.docker("run", "-d", "--name", names["service"], "--network", "host",
-                      "-v", f"{site}:/etc/susee/site.yaml:ro", "-v", f"{folder / 'secrets'}:/run/secrets:ro",
+                      "-v", f"{site}:/etc/susee/site.yaml:ro",
+                      "-v", f"{folder / 'secrets' / PASSWORD_FILE}:/run/secrets/{PASSWORD_FILE}:ro",  # as in the README
                       "-v", f"{names['volume']}:/var/lib/susee/spool", *healthz, image)
         yield names | {"http_port": http_port}
     finally:
@@ -168,10 +169,11 @@ def test_docker_stop_ends_each_container_promptly_and_cleanly(engine, service, w
         assert "rows written" in engine.logs(service[which]), "the stop summary: a clean shutdown"
 
 
-def test_compose_runs_the_demo_against_the_hosts_mariadb(engine, image, database, tmp_path):
+def test_compose_runs_the_demo_against_the_hosts_mariadb(engine, image, database, has_http, tmp_path):
     """deploy/compose.yaml with compose.host-db.yaml (no MariaDB image can be pulled here) and the demo profile."""
     sim_port = free_port()
-    site = write_site(tmp_path, database, sim_port, None, prefix="k")  # other ids than the service's rows
+    http_port = free_port() if has_http else None  # not the default 8050: the host's network is shared
+    site = write_site(tmp_path, database, sim_port, http_port, prefix="k")  # other ids than the service's rows
     override = tmp_path / "compose.test.yaml"
     build = {"context": str(ROOT), "network": "host", "args": {"BASE": engine.base_image}}
     override.write_text(yaml.safe_dump({
@@ -180,7 +182,7 @@ def test_compose_runs_the_demo_against_the_hosts_mariadb(engine, image, database
             "susee": {"build": build, "volumes": [f"{site}:/etc/susee/site.yaml:ro"]},
             "simulator": {"build": build, "command": ["simulate", "--port", str(sim_port), "--units", "1,2"]},
         },
-        "secrets": {name: {"file": str(tmp_path / "secrets" / "susee_database__password")}
+        "secrets": {name: {"file": str(tmp_path / "secrets" / PASSWORD_FILE)}
                     for name in ("susee_database__password", "mariadb_root_password")},
     }), encoding="utf-8")
     deploy = ROOT / "deploy"
