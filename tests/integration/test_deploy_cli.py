@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from susee import __version__
+from susee.simulator import Pac3200Simulator
 
-from .test_cli import cli_env, finish, free_port, run_cli, start_cli, write_site
+from .test_cli import cli_env, finish, free_port, mysql_url, run_cli, start_cli, write_site
 
 STOP_WITHIN_S = 10.0  # a clean stop flushes the queue: seconds, not the 20 s of a kill after a timeout
 READY_WITHIN_S = 20.0
@@ -140,3 +141,16 @@ async def test_sigterm_stops_the_simulator_cleanly_outside_a_namespace_too(tmp_p
     process.send_signal(signal.SIGTERM)
     finished = await finish(process, STOP_WITHIN_S)
     assert finished.returncode == 0, finished.stderr
+
+
+async def test_worker_processes_log_json_too_each_line_naming_its_worker(tmp_path, mariadb_target):
+    async with Pac3200Simulator(port=0, units=(1,), record=False) as first, \
+            Pac3200Simulator(port=0, units=(1,), record=False) as second:
+        devices = [{"id": f"w{n}", "host": "127.0.0.1", "port": sim.port, "unit": 1, "timeout": 0.5}
+                   for n, sim in enumerate((first, second))]
+        site = write_site(tmp_path, devices=devices, db_url=mysql_url(mariadb_target), workers=2)
+        finished = await run_cli(tmp_path, "--config", str(site), "--log-format", "json", "run", "--duration", "3")
+    assert finished.returncode == 0, finished.stderr
+    entries = [json.loads(line) for line in finished.stderr.splitlines()]  # parent and workers alike
+    assert {e["worker"] for e in entries if "worker" in e} == {"0/2", "1/2"}
+    assert any("starting 2 workers" in e["message"] and "worker" not in e for e in entries)
