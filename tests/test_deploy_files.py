@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from susee.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "susee.service"
 DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "deploy" / "compose.yaml"
 INSTALLED_SUSEE = "/opt/susee/bin/susee"  # where the README installs it
 
 
@@ -70,3 +72,27 @@ def test_dockerfile_takes_its_base_as_an_argument_stops_on_sigterm_and_bakes_in_
     assert "urlopen(os.environ['SUSEE_HEALTHZ_URL']" in text, "no HTTP client in the image: urllib"
     env_lines = " ".join(line for line in instructions if line.startswith(("ENV", "ARG")))
     assert not re.search(r"PASSWORD|TOKEN|SECRET", env_lines, re.IGNORECASE)
+
+
+def compose_config(*args: str) -> subprocess.CompletedProcess:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (Debian: docker-compose; .ci/run installs it)")
+    return subprocess.run(["docker-compose", "-f", str(COMPOSE), *args, "config"], capture_output=True, text=True,
+                          timeout=60, cwd=COMPOSE.parent)
+
+
+def test_compose_file_is_valid_mariadb_first_and_the_simulator_only_in_the_demo_profile():
+    """The MariaDB image cannot be pulled here: its part of the file is checked by compose's own validation."""
+    plain = compose_config()
+    assert plain.returncode == 0, plain.stderr
+    config = yaml.safe_load(plain.stdout)
+    in_demo_only = {name for name, service in config["services"].items() if "demo" in service.get("profiles", [])}
+    assert (set(config["services"]), in_demo_only) == ({"mariadb", "susee", "simulator"}, {"simulator"})
+    susee, mariadb = config["services"]["susee"], config["services"]["mariadb"]
+    assert susee["depends_on"]["mariadb"]["condition"] == "service_healthy"
+    assert susee["init"] is True
+    assert "healthcheck.sh" in mariadb["healthcheck"]["test"]
+    assert mariadb["environment"]["MARIADB_PASSWORD_FILE"] == "/run/secrets/susee_database__password"
+    assert not [value for service in config["services"].values() for key, value in service.get("environment", {}).items()
+                if "PASSWORD" in key and not key.endswith("_FILE")], "passwords only as secret files"
+    assert config["services"]["simulator"]["healthcheck"]["disable"] is True, "no HTTP endpoint in the simulator"
