@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if log_format not in logs.FORMATS:
         print(f"susee: {logs.FORMAT_ENV}={log_format!r} is not one of {', '.join(logs.FORMATS)}", file=sys.stderr)
         return EXIT_CONFIG
-    os.environ[logs.FORMAT_ENV] = log_format  # the worker processes log the same way
+    if command == "run":
+        os.environ[logs.FORMAT_ENV] = log_format  # its worker processes (workers: N) log the same way
     logs.setup(level or "INFO", log_format, worker)
     try:
         if command == "simulate":
