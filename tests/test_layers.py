@@ -19,7 +19,7 @@ SOURCE = Path(__file__).resolve().parent.parent / "src"
 # (layer, module patterns), from the top. Patterns are fnmatch-style; a
 # package's modules are "susee.links" and "susee.links.*".
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("cli", ("susee.cli", "susee.__main__")),
+    ("cli", ("susee.cli", "susee.__main__", "susee.logs")),
     ("commands", ("susee.commands", "susee.profile_commands", "susee.legacy", "susee.report", "susee.report.*")),
     ("supervision", ("susee.supervisor", "susee.workers", "susee.http", "susee.http.*", "susee.web", "susee.web.*",
                      "susee.status")),

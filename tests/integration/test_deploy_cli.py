@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import shutil
 import signal
@@ -48,7 +49,7 @@ async def test_json_log_format_writes_one_object_per_line_naming_the_device(tmp_
         assert {"time", "level", "logger", "message"} <= entry.keys()
         assert entry["time"].endswith("Z")
     about_m3 = [e for e in entries if e.get("device") == "m3"]
-    assert about_m3 and all(e["message"].startswith("device m3:") for e in about_m3)
+    assert about_m3 and all(re.match(r"device m3\b", e["message"]) for e in about_m3)
 
 
 async def test_log_format_from_the_environment_and_a_bad_one_is_a_config_error(tmp_path):
