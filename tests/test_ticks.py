@@ -17,7 +17,7 @@ from susee.profiles import load_profile
 from susee.quality import Code
 from susee.sample import Sample
 from susee.ticks import TickGrid
-from susee.transport import ExceptionResponse, LinkError
+from susee.links import ExceptionResponse, LinkError
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, a multiple of 10 s and of 15 min + 100 s
 DAY_TICKS_10S = 8640  # 86400 s / 10 s

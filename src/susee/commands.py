@@ -17,7 +17,7 @@ from susee.spool import folder_problem as spool_folder_problem
 from susee.spool import inspect as inspect_spool
 from susee.supervisor import Supervisor, embedded_simulator
 from susee.ticks import TickGrid, WallClock
-from susee.transport import LinkPool
+from susee.links.pool import LinkPool
 from susee.workers import (
     OrphanReplay,
     Workers,

@@ -15,9 +15,11 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from susee.fastlink import RECONNECT_AFTER_TIMEOUTS, FastTcpLink
+from susee.links import Endpoint, ExceptionResponse, LinkError
+from susee.links.pool import LinkPool
+from susee.links.pymodbus import TcpLink
+from susee.links.tcp import RECONNECT_AFTER_TIMEOUTS, FastTcpLink
 from susee.simulator import Fault, Pac3200Simulator
-from susee.transport import Endpoint, ExceptionResponse, LinkError, LinkPool, TcpLink
 
 HOST = "127.0.0.1"
 REQUEST = struct.Struct(">HHHBBHH")

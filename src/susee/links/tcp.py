@@ -6,7 +6,7 @@ of that. This client does only what the service asks of a Modbus TCP link:
 read function codes 1-4, MBAP framing with transaction ids, one transaction
 at a time per connection. The bus scheduler's grant sends a request from a
 callback and its answer ends the turn, queueing the device's next read of
-the tick (``read_many``, see ``modbus``), so a device-tick costs one future
+the tick (``read_many``, see ``susee.links``), so a device-tick costs one future
 and one wake-up of the poller however many requests it takes; the timeout
 is one loop timer per link, re-armed only when it fires before the request
 in flight is due.
@@ -31,7 +31,8 @@ them apart:
   no timeout, like a refused connect). The next read reconnects.
 
 A ``LinkError`` ends the device's tick: its later reads are not sent. Each
-answer is stamped with the wall-clock time it arrived.
+answer is stamped with the wall-clock time it arrived. The framing is
+``links.mbap``'s; this class only moves bytes and keeps the timers.
 
 Frames that do not belong to the request in flight (another transaction id,
 or another unit when the request named one) are dropped and the request goes
@@ -46,12 +47,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Sequence
 
-from susee.buses import BusScheduler
-from susee.modbus import Answer, Endpoint, ExceptionResponse, LinkError, Read, check_reads, unsent_answers
+from susee.links import Answer, Endpoint, LinkError, Read, check_reads, unsent_answers
+from susee.links.bus import BusScheduler
+from susee.links.mbap import (
+    HEAD_BYTES,
+    HEADER,
+    HEADER_SIZE,
+    LENGTH_MAX,
+    LENGTH_MIN,
+    READ_LENGTH,
+    READ_REQUEST,
+    MalformedAnswer,
+    answer_to,
+    not_modbus_tcp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +81,6 @@ RECONNECT_AFTER_TIMEOUTS = 5
 # Loop timers may fire up to a millisecond early (uvloop counts in ms): a
 # request this close to its deadline has timed out.
 TIMER_SLACK_S = 0.001
-
-MBAP = struct.Struct(">HHHBB")  # transaction, protocol (0), length, unit, function
-READ_REQUEST = struct.Struct(">HHHBBHH")  # MBAP (length 6) + function, address, count
-FRAME_MIN = MBAP.size  # header and function code: enough to know a frame's length
-LENGTH_MIN, LENGTH_MAX = 2, 254  # MBAP length: unit + PDU of 1..253 bytes
-HEAD_BYTES = 6  # the MBAP bytes before the ones counted by its length field
-DATA_AT = 9  # offset of the first data byte in a read response (after the byte count)
 # Builds an Answer in C (the NamedTuple's own __new__ is a Python-level call), for every answer.
 _new_answer = tuple.__new__
 
@@ -126,7 +131,7 @@ class FastTcpLink:
         if endpoint.framer != "socket":
             raise ValueError(f"{endpoint}: the lean client speaks the socket framer only")
         self.endpoint = endpoint
-        self.bus = BusScheduler(str(endpoint), inter_request_delay_s)
+        self.scheduler = BusScheduler(str(endpoint), inter_request_delay_s)
         self._connect_slots = connect_slots  # shared by a pool's links; None: not bounded
         self._loop: asyncio.AbstractEventLoop | None = None  # bound at the first read
         self._conn: _Connection | None = None
@@ -149,7 +154,7 @@ class FastTcpLink:
         self._grant = self._start  # bound once: the bus calls it for every turn
 
     def read_many(self, unit: int, reads: Sequence[Read], timeout_s: float) -> asyncio.Future[list[Answer]]:
-        """One device's reads of a tick; await one Answer per read (see ``modbus``).
+        """One device's reads of a tick; await one Answer per read (see ``susee.links``).
 
         The first read is queued on the bus when read_many() is called.
         """
@@ -170,7 +175,7 @@ class FastTcpLink:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self.bus.submit(unit, waiter, self._grant, _Reads(unit, reads, timeout_s, self._connect_failures, single))
+        self.scheduler.submit(unit, waiter, self._grant, _Reads(unit, reads, timeout_s, self._connect_failures, single))
         return waiter
 
     def open_ahead(self, timeout_s: float = CONNECT_AHEAD_TIMEOUT_S) -> asyncio.Task | None:
@@ -212,7 +217,8 @@ class FastTcpLink:
         turn = self._turn
         function, address, count = turn.next_read
         tid = self._tid = self._tid % 0xFFFF + 1
-        conn.transport.write(READ_REQUEST.pack(tid, 0, 6, turn.unit, function, address, count))
+        # mbap.encode_read, without a Python call of its own: this runs for every request.
+        conn.transport.write(READ_REQUEST.pack(tid, 0, READ_LENGTH, turn.unit, function, address, count))
         self._sent = True
         deadline = self._deadline = self._loop.time() + turn.timeout_s
         if deadline < self._timer_at:  # no timer yet, or one that would fire too late
@@ -259,7 +265,7 @@ class FastTcpLink:
         elif len(turn.answers) < len(turn.reads):
             # Queued before the release, so the bus does not go idle (and gather) in between.
             turn.connect_failures = self._connect_failures
-            self.bus.submit(turn.unit, waiter, self._grant, turn)
+            self.scheduler.submit(turn.unit, waiter, self._grant, turn)
         elif not turn.single:
             waiter.set_result(turn.answers)
         else:
@@ -268,7 +274,7 @@ class FastTcpLink:
                 waiter.set_exception(outcome)
             else:
                 waiter.set_result(outcome)
-        self.bus.release()
+        self.scheduler.release()
 
     def _fail_turn(self, error: LinkError) -> None:
         """End the turn holding the bus, if any, with ``error`` for its read and the device's later ones."""
@@ -283,39 +289,29 @@ class FastTcpLink:
         buffer = self._buffer + data if self._buffer else data
         size = len(buffer)
         pos = 0
-        while size - pos >= FRAME_MIN:
-            tid, protocol, length, unit, function = MBAP.unpack_from(buffer, pos)
-            if protocol or not LENGTH_MIN <= length <= LENGTH_MAX:
+        while size - pos >= HEADER_SIZE:
+            tid, protocol, length, unit, function = HEADER.unpack_from(buffer, pos)
+            if protocol or not LENGTH_MIN <= length <= LENGTH_MAX:  # mbap.not_modbus_tcp, inlined for every frame
                 self._drop_connection()
-                self._fail_turn(LinkError(f"{self.endpoint}: not Modbus TCP (protocol {protocol}, length {length})"))
+                self._fail_turn(LinkError(f"{self.endpoint}: {not_modbus_tcp(protocol, length)}"))
                 return
             end = pos + HEAD_BYTES + length
             if end > size:
                 break
-            turn = self._turn
-            if self._sent and tid == self._tid and (unit == turn.unit or not turn.unit):
-                self._answered(self._decode(buffer, pos, end, function, turn.next_read))
-            else:
+            outcome = None
+            if self._sent:
+                turn = self._turn
+                try:  # the read's data, the exception it ended with, or None: not its answer
+                    outcome = answer_to(turn.next_read, self._tid, turn.unit, buffer, pos, end, tid, unit, function)
+                except MalformedAnswer as exc:
+                    outcome = LinkError(f"{self.endpoint}: {exc}")
+            if outcome is None:
                 log.debug("%s: dropped a frame of transaction %d, unit %d (late or stray)", self.endpoint, tid, unit)
+            else:
+                self._timeouts_in_row = 0
+                self._answered(outcome)
             pos = end
         self._buffer = buffer[pos:] if pos < size else b""
-
-    def _decode(self, buffer: bytes, pos: int, end: int, function: int, read: Read) -> bytes | list[int] | Exception:
-        """The answer to ``read`` in ``buffer[pos:end]``: values or the exception it ended with."""
-        self._timeouts_in_row = 0
-        asked = read[0]
-        if end - pos >= DATA_AT:
-            if function == asked:
-                byte_count = buffer[pos + DATA_AT - 1]
-                if byte_count <= end - pos - DATA_AT:
-                    if asked >= 3:  # the registers' own bytes, whole words only
-                        return buffer[pos + DATA_AT : pos + DATA_AT + (byte_count & ~1)]
-                    # As pymodbus: every data byte of the frame, least significant bit first.
-                    bits = [(byte >> i) & 1 for byte in buffer[pos + DATA_AT : end] for i in range(8)]
-                    return bits[: read[2]]
-            elif function == asked | 0x80:
-                return ExceptionResponse(buffer[pos + DATA_AT - 1])
-        return LinkError(f"{self.endpoint}: malformed answer (function {function}, {end - pos} bytes) to fc {asked}")
 
     def _lost(self, conn: _Connection, exc: Exception | None) -> None:
         if conn is not self._conn:
