@@ -16,9 +16,13 @@ from collections.abc import Callable
 HOST = "127.0.0.1"
 MBAP_REQUEST = struct.Struct(">HHHBBHH")  # transaction, protocol, length, unit, function, address, count
 RTU_REQUEST = struct.Struct(">BBHH")  # unit, function, address, count (then the CRC)
-CLOSE = "close"  # a script's answer: close the connection instead of answering
+CLOSE = "close"  # in a script's answer: close the connection
 
-Script = Callable[[bytes], "bytes | str | None"]
+# A script's answer to a request: None (silence), bytes to send, CLOSE, or a
+# list of those, of floats (seconds to wait before the next item) and of
+# callables (called when their turn comes: to tell the test).
+Reply = "bytes | str | float | None | list[bytes | str | float]"
+Script = Callable[[bytes], Reply]
 
 
 def crc16(data: bytes) -> bytes:
@@ -50,8 +54,9 @@ def registers(*words: int) -> bytes:
 class RawServer:
     """Listens on an ephemeral port; ``script(request)`` answers each request (None: silence)."""
 
-    def __init__(self, script: Script, rtu_frames: bool = False, port: int = 0) -> None:
+    def __init__(self, script: Script, rtu_frames: bool = False, port: int = 0, close_on_accept: bool = False) -> None:
         self.script = script
+        self.close_on_accept = close_on_accept  # a gateway that takes a connection and drops it at once
         self.request_size = 8 if rtu_frames else MBAP_REQUEST.size
         self.requests: list[bytes] = []
         self.connections = 0
@@ -81,6 +86,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.server.connections += 1
         self.server._transports.append(self.transport)
+        if self.server.close_on_accept:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -89,7 +96,74 @@ class _Connection(asyncio.Protocol):
             request, self.buffer = self.buffer[:size], self.buffer[size:]
             self.server.requests.append(request)
             reply = self.server.script(request)
-            if reply == CLOSE:
+            self._play(reply if isinstance(reply, list) else [reply])
+
+    def _play(self, items: list) -> None:
+        """Send, close or wait, item by item (a wait defers the rest)."""
+        for index, item in enumerate(items):
+            if self.transport.is_closing():
+                return
+            if isinstance(item, float):
+                asyncio.get_running_loop().call_later(item, self._play, items[index + 1 :])
+                return
+            if callable(item):
+                item()
+            elif item == CLOSE:
                 self.transport.close()
-            elif reply:
-                self.transport.write(reply)
+            elif item:
+                self.transport.write(item)
+
+
+class RawSerialDevice:
+    """The meter end of a serial line (a pty of ``ptyline.PtyLine``): RTU requests handed to ``script``.
+
+    Use ``async with RawSerialDevice(script, line.device_port)``. CLOSE in a
+    reply means nothing on a serial line and is ignored.
+    """
+
+    def __init__(self, script: Script, port: str) -> None:
+        self.script = script
+        self.path = port
+        self.requests: list[bytes] = []
+        self._fd = -1
+        self._buffer = b""
+
+    async def __aenter__(self) -> RawSerialDevice:
+        import os
+        import tty
+
+        self._fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self._fd)
+        asyncio.get_running_loop().add_reader(self._fd, self._readable)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        import os
+
+        asyncio.get_running_loop().remove_reader(self._fd)
+        os.close(self._fd)
+
+    def _readable(self) -> None:
+        import os
+
+        try:
+            self._buffer += os.read(self._fd, 4096)
+        except BlockingIOError:
+            return
+        while len(self._buffer) >= 8:
+            request, self._buffer = self._buffer[:8], self._buffer[8:]
+            self.requests.append(request)
+            reply = self.script(request)
+            self._play(reply if isinstance(reply, list) else [reply])
+
+    def _play(self, items: list) -> None:
+        import os
+
+        for index, item in enumerate(items):
+            if isinstance(item, float):
+                asyncio.get_running_loop().call_later(item, self._play, items[index + 1 :])
+                return
+            if callable(item):
+                item()
+            elif isinstance(item, bytes) and item:
+                os.write(self._fd, item)

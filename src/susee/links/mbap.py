@@ -97,19 +97,25 @@ def answer_to(
 ) -> bytes | list[int] | ExceptionResponse | None:
     """What the frame ``buffer[pos:end]`` (header fields ``tid``, ``unit``, ``function``) says to ``read``.
 
-    ``read`` went out with transaction id ``sent_tid`` to unit ``sent_unit``
-    and is the one request outstanding on the connection. None: the frame
-    is not its answer (another transaction id, or another unit when the
-    request named one: unit 0 takes any), a late or stray frame to drop.
+    ``read`` went out with transaction id ``sent_tid`` (never 0) to unit
+    ``sent_unit`` and is the one request outstanding on the connection.
+    None: the frame is not its answer (another transaction id, or another
+    unit when the request named one: unit 0 takes any), a late or stray
+    frame to drop. Some gateways answer every request with transaction id 0:
+    such a frame is taken as the answer of the one request outstanding only
+    if it fits it exactly (its unit, its function, the byte count of the
+    count asked, or an exception response of that function).
     Registers (fc 3/4) come as their wire bytes, whole words only; bits
     (fc 1/2) as 0/1 ints, least significant bit first, at most the count
     asked (as pymodbus). Fewer than asked when the device sent fewer: the
     caller judges that. An exception response gives ``ExceptionResponse``.
     Raises MalformedAnswer for another function, or a byte count beyond the frame.
     """
-    if tid != sent_tid or (unit != sent_unit and sent_unit):
+    if unit != sent_unit and sent_unit:
         return None
     asked = read[0]
+    if tid != sent_tid and (tid or not _fits(read, buffer, pos, end, function)):
+        return None
     if end - pos >= DATA_AT:
         if function == asked:
             byte_count = buffer[pos + DATA_AT - 1]
@@ -121,6 +127,15 @@ def answer_to(
         elif function == asked | 0x80:
             return ExceptionResponse(buffer[pos + DATA_AT - 1])
     raise MalformedAnswer(f"malformed answer (function {function}, {end - pos} bytes) to fc {asked}")
+
+
+def _fits(read: Read, buffer: bytes, pos: int, end: int, function: int) -> bool:
+    """Whether the frame is exactly the answer ``read`` asks for: whole data, or an exception."""
+    asked, _, count = read
+    if function == asked | 0x80:
+        return end - pos == DATA_AT
+    expected = 2 * count if asked >= 3 else (count + 7) // 8
+    return function == asked and end - pos == DATA_AT + expected and buffer[pos + DATA_AT - 1] == expected
 
 
 def answer(read: Read, sent_tid: int, sent_unit: int, frame: bytes) -> bytes | list[int] | ExceptionResponse | None:

@@ -107,6 +107,21 @@ def link_error(exc: Exception, endpoint: Endpoint | SerialEndpoint, timeout_s: f
     return LinkError(str(exc))
 
 
+def check_response(response, unit: int, function: int, endpoint: Endpoint | SerialEndpoint) -> None:
+    """Raise LinkError unless ``response`` answers ``function`` of ``unit``, as the Modbus TCP client checks.
+
+    pymodbus hands over whatever frame came with a good CRC: a function-4
+    answer to a function-3 read would be stored as good data. Unit 0 takes
+    any unit, as on Modbus TCP.
+    """
+    expected = function | 0x80 if response.isError() else function
+    if response.function_code != expected or (unit and response.dev_id != unit):
+        raise LinkError(
+            f"{endpoint}: malformed answer (function {response.function_code}, unit {response.dev_id}) "
+            f"to fc {function} of unit {unit}"
+        )
+
+
 class ModbusLink:
     """A pymodbus client on one bus, (re)connected on demand, one request at a time."""
 
@@ -143,6 +158,7 @@ class ModbusLink:
                 response = await self._request(unit, function, address, count)
             except (ModbusException, asyncio.TimeoutError) as exc:
                 raise link_error(exc, self.endpoint, timeout_s) from exc
+        check_response(response, unit, function, self.endpoint)
         if response.isError():
             raise ExceptionResponse(response.exception_code)
         if function in (1, 2):
@@ -155,13 +171,16 @@ class ModbusLink:
         if queued_at <= self._connect_failed_at:
             raise LinkError(f"cannot connect to {self.endpoint} (failed while this request waited)")
         set_client_timeout(self._client, timeout_s)
+        reason = ""
         try:
             connected = await asyncio.wait_for(self._client.connect(), timeout_s)
         except asyncio.TimeoutError:
             connected = False
+        except Exception as exc:  # noqa: BLE001 (a port that rejects its settings: pyserial's ValueError, termios.error)
+            connected, reason = False, f": {exc}"
         if not connected:
             self._connect_failed_at = asyncio.get_running_loop().time()
-            raise LinkError(f"cannot connect to {self.endpoint}")
+            raise LinkError(f"cannot connect to {self.endpoint}{reason}")
         self._log_connected()
 
     def _log_connected(self) -> None:

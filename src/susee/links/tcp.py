@@ -107,7 +107,7 @@ class _Connection(asyncio.Protocol):
 class _Reads:
     """A device's reads of a tick: each one a turn on the bus, the next queued when one is answered."""
 
-    __slots__ = ("unit", "reads", "timeout_s", "connect_failures", "answers", "single")
+    __slots__ = ("unit", "reads", "timeout_s", "connect_failures", "answers", "single", "retried")
 
     def __init__(self, unit: int, reads: Sequence[Read], timeout_s: float, connect_failures: int, single: bool) -> None:
         self.unit = unit
@@ -116,6 +116,7 @@ class _Reads:
         self.connect_failures = connect_failures  # the link's count when the next read was queued
         self.answers: list[Answer] = []
         self.single = single  # read(): the waiter gets the outcome itself, not a list of answers
+        self.retried = -1  # index of the read sent again after the peer closed the connection
 
     @property
     def next_read(self) -> Read:
@@ -212,15 +213,15 @@ class FastTcpLink:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _send(self, conn: _Connection) -> None:
-        """Send the turn's read and arm the deadline for its answer."""
+    def _send(self, conn: _Connection, deadline: float = 0.0) -> None:
+        """Send the turn's read and arm the deadline for its answer (a resent read keeps its own)."""
         turn = self._turn
         function, address, count = turn.next_read
         tid = self._tid = self._tid % 0xFFFF + 1
         # mbap.encode_read, without a Python call of its own: this runs for every request.
         conn.transport.write(READ_REQUEST.pack(tid, 0, READ_LENGTH, turn.unit, function, address, count))
         self._sent = True
-        deadline = self._deadline = self._loop.time() + turn.timeout_s
+        deadline = self._deadline = deadline or self._loop.time() + turn.timeout_s
         if deadline < self._timer_at:  # no timer yet, or one that would fire too late
             if self._timer is not None:
                 self._timer.cancel()
@@ -286,6 +287,10 @@ class FastTcpLink:
     def _received(self, conn: _Connection, data: bytes) -> None:
         if conn is not self._conn:
             return  # a connection this link has dropped
+        if not self._sent:  # no request outstanding: these bytes answer nobody, never the next request
+            log.debug("%s: dropped %d byte(s) that came while no request was outstanding", self.endpoint, len(data))
+            self._buffer = b""
+            return
         buffer = self._buffer + data if self._buffer else data
         size = len(buffer)
         pos = 0
@@ -310,6 +315,10 @@ class FastTcpLink:
             else:
                 self._timeouts_in_row = 0
                 self._answered(outcome)
+                if end < size:  # came with the answer, before any next request was sent: nobody's
+                    log.debug("%s: dropped %d byte(s) that came after the answer", self.endpoint, size - end)
+                self._buffer = b""
+                return
             pos = end
         self._buffer = buffer[pos:] if pos < size else b""
 
@@ -317,8 +326,20 @@ class FastTcpLink:
         if conn is not self._conn:
             return
         self._conn = None
+        nothing_heard = self._sent and not self._buffer  # not one byte of the answer came
         self._buffer = b""
         log.info("%s: connection lost%s", self.endpoint, f" ({exc})" if exc else "")
+        turn = self._turn
+        if nothing_heard and turn.retried != len(turn.answers) and not self._closed:
+            # A gateway that closes idle connections may close one just as a request
+            # goes out: send it again on a fresh connection, once, before its deadline
+            # (a read may be repeated).
+            turn.retried = len(turn.answers)
+            self._sent = False
+            task = self._loop.create_task(self._connect_and_send(turn, self._deadline))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         self._fail_turn(LinkError(f"{self.endpoint}: connection lost"))
 
     def _drop_connection(self) -> None:
@@ -328,10 +349,18 @@ class FastTcpLink:
 
     # -- connecting ------------------------------------------------------------------
 
-    async def _connect_and_send(self, turn: _Reads) -> None:
-        """Connect (or join the attempt in flight), then send: a turn that found no connection."""
+    async def _connect_and_send(self, turn: _Reads, deadline: float = 0.0) -> None:
+        """Connect (or join the attempt in flight), then send: a turn that found no connection.
+
+        ``deadline``: a read sent again after its connection closed keeps the
+        loop time by which it had to be answered, connect included.
+        """
+        timeout_s = turn.timeout_s if not deadline else deadline - self._loop.time()
+        if timeout_s <= 0:
+            self._fail_turn(LinkError(f"{self.endpoint}: connection lost"))
+            return
         try:
-            conn = await self._connection(turn.timeout_s)
+            conn = await self._connection(timeout_s)
         except asyncio.CancelledError:  # the link is closing (close() has failed the turn)
             raise
         except LinkError as exc:
@@ -344,7 +373,7 @@ class FastTcpLink:
         elif self._waiter.done():  # its reader was cancelled meanwhile
             self._end_turn()
         else:
-            self._send(conn)
+            self._send(conn, deadline)
 
     async def _connection(self, timeout_s: float) -> _Connection:
         """An open connection within ``timeout_s``, joining a connect already in flight."""
