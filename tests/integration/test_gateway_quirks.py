@@ -149,36 +149,40 @@ async def test_a_transaction_id_0_answer_that_does_not_fit_the_request_is_not_ta
 # --- 3. a connection closed as the request goes out ---------------------------------------------
 
 
-async def test_a_read_whose_connection_closes_before_any_answer_is_sent_again_on_a_fresh_one(tmp_path) -> None:
+@pytest.mark.parametrize("transport", ["tcp", "rtu-over-tcp"])
+async def test_a_read_whose_connection_closes_before_any_answer_is_sent_again_on_a_fresh_one(tmp_path, transport):
     def closes_the_first(wire, request, n):
         return CLOSE if n == 1 else wire.answer(request)
 
-    async with meter("tcp", closes_the_first) as (device, seen):
+    async with meter(transport, closes_the_first) as (device, seen):
         (samples,) = await poll_codes(device, tmp_path)
 
     assert codes(samples) == {0}
     assert [request.address for request in seen] == [7, 7, 801]  # the first read, once more, then the next
 
 
-async def test_a_read_closed_after_part_of_its_answer_is_not_sent_again(tmp_path) -> None:
+@pytest.mark.parametrize("transport", ["tcp", "rtu-over-tcp"])
+async def test_a_read_closed_after_part_of_its_answer_is_not_sent_again(tmp_path, transport) -> None:
     def half_then_close(wire, request, n):
-        return [wire.answer(request)[:10], CLOSE] if n == 1 else wire.answer(request)
+        return [wire.answer(request)[:10], 0.01, CLOSE] if n == 1 else wire.answer(request)
 
-    async with meter("tcp", half_then_close) as (device, seen):
+    async with meter(transport, half_then_close) as (device, seen):
         (samples,) = await poll_codes(device, tmp_path)
 
     assert codes(samples) == {Code.ERR_CONNECTION}
     assert len(seen) == 1  # the tick ended at the lost connection
 
 
-async def test_a_read_sent_again_that_gets_no_answer_is_one_timeout() -> None:
-    async with meter("tcp", lambda wire, request, n: CLOSE if n == 1 else None) as (device, seen):
-        link = FastTcpLink(Endpoint("127.0.0.1", device["port"]))
+@pytest.mark.parametrize("transport", ["tcp", "rtu-over-tcp"])
+async def test_a_read_sent_again_that_gets_no_answer_is_one_timeout(transport) -> None:
+    async with meter(transport, lambda wire, request, n: CLOSE if n == 1 else None) as (device, seen):
+        pool = LinkPool()
+        link = pool.link_for(Endpoint("127.0.0.1", device["port"], device["framer"]))
         try:
             with pytest.raises(LinkError) as caught:
                 await link.read(1, 3, 7, 2, 0.3)
         finally:
-            link.close()
+            pool.close()
 
     assert caught.value.timed_out  # the second attempt, silent, ran into the one timeout of the read
     assert len(seen) == 2

@@ -152,12 +152,7 @@ class ModbusLink:
         queued_at = asyncio.get_running_loop().time()
         async with self.scheduler.turn(unit):
             await self._ensure_connected(timeout_s, queued_at)
-            # The client has one timeout; devices on one bus may differ.
-            set_client_timeout(self._client, timeout_s)
-            try:
-                response = await self._request(unit, function, address, count)
-            except (ModbusException, asyncio.TimeoutError) as exc:
-                raise link_error(exc, self.endpoint, timeout_s) from exc
+            response = await self._exchange(unit, function, address, count, timeout_s)
         check_response(response, unit, function, self.endpoint)
         if response.isError():
             raise ExceptionResponse(response.exception_code)
@@ -195,6 +190,15 @@ class ModbusLink:
             log.debug("connected to %s", self.endpoint)
         self._connected_before = True
 
+    async def _exchange(self, unit: int, function: int, address: int, count: int, timeout_s: float):
+        """Send the read and await its response, inside the turn; raise LinkError if none came."""
+        # The client has one timeout; devices on one bus may differ.
+        set_client_timeout(self._client, timeout_s)
+        try:
+            return await self._request(unit, function, address, count)
+        except (ModbusException, asyncio.TimeoutError) as exc:
+            raise link_error(exc, self.endpoint, timeout_s) from exc
+
     def _request(self, unit: int, function: int, address: int, count: int):
         client = self._client
         if function == 3:
@@ -213,13 +217,52 @@ class TcpLink(ModbusLink):
     """pymodbus over TCP: RTU frames over TCP (the socket framer's buses use ``links.tcp``)."""
 
     def __init__(self, endpoint: Endpoint, inter_request_delay_s: float = 0.0) -> None:
+        self._lost: asyncio.Future | None = None  # resolved if the connection closes during a request
+        self._heard = False  # bytes came since the request went out
         # retries=0: a timeout is a fact about this tick, not something to hide;
-        # reconnect_delay=0: we reconnect ourselves, at the next read.
+        # reconnect_delay=0: we reconnect ourselves, at the next read. The trace
+        # hooks (public API) tell a connection closed before any answer came.
         client = AsyncModbusTcpClient(
             endpoint.host, port=endpoint.port, framer=FramerType(endpoint.framer),
             timeout=INITIAL_TIMEOUT_S, retries=0, reconnect_delay=0,
+            trace_packet=self._traced_packet, trace_connect=self._traced_connect,
         )
         super().__init__(endpoint, client, inter_request_delay_s)
+
+    async def _exchange(self, unit: int, function: int, address: int, count: int, timeout_s: float):
+        """As the lean client: a read whose connection closes before a byte of its answer came
+        is sent once more on a fresh connection, within its first timeout (pymodbus alone would
+        wait out the timeout on the closed connection)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for attempt in (1, 2):
+            self._heard = False
+            lost = self._lost = loop.create_future()
+            request = asyncio.ensure_future(super()._exchange(unit, function, address, count, deadline - loop.time()))
+            try:
+                await asyncio.wait((request, lost), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._lost = None
+                if not request.done():  # the connection closed, or our reader was cancelled
+                    request.cancel()
+                    await asyncio.gather(request, return_exceptions=True)
+            if not request.cancelled():
+                return request.result()
+            log.info("%s: connection lost", self.endpoint)
+            remaining_s = deadline - loop.time()
+            if attempt == 2 or self._heard or remaining_s <= 0:
+                break
+            await self._ensure_connected(remaining_s, loop.time())
+        raise LinkError(f"{self.endpoint}: connection lost")
+
+    def _traced_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._heard = True
+        return data
+
+    def _traced_connect(self, connected: bool) -> None:
+        if not connected and self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
 
 class SerialLink(ModbusLink):
