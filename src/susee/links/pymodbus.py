@@ -3,7 +3,10 @@
 Modbus TCP with the socket framer, the hot path of a large site, goes
 through the lean client of ``links.tcp``; everything else through pymodbus'
 clients, one per bus, (re)connected on demand, one request at a time. What
-a read gives is what the lean client gives (see ``susee.links``).
+a read gives is what the lean client gives (see ``susee.links``), and the
+same faults end the same way: an answer of another function or unit is a
+``LinkError`` (``check_response``), and over TCP a connection closed before
+a byte of the answer came gets the read sent once more (``TcpLink``).
 
 pymodbus keeps a client's one timeout where it documents nothing:
 ``client.ctx.comm_params.timeout_connect``. Devices on one bus may have

@@ -26,9 +26,11 @@ them apart:
   as pymodbus does: it clears a half-open connection a NAT or a rebooted
   gateway left behind;
 - ``LinkError(timed_out=False)`` for a refused or failed connect, and for a
-  connection lost or closed while a request waited for its answer (pymodbus
-  lets such a request run into its timeout; failing at once holds the bus for
-  no timeout, like a refused connect). The next read reconnects.
+  connection lost or closed while a request waited for its answer (failing at
+  once holds the bus for no timeout, like a refused connect). The next read
+  reconnects. A connection closed before a byte of the answer came (a gateway
+  closing an idle connection as the request goes out) first gets the read
+  sent once more on a fresh connection, within the read's first deadline.
 
 A ``LinkError`` ends the device's tick: its later reads are not sent. Each
 answer is stamped with the wall-clock time it arrived. The framing is
@@ -36,7 +38,11 @@ answer is stamped with the wall-clock time it arrived. The framing is
 
 Frames that do not belong to the request in flight (another transaction id,
 or another unit when the request named one) are dropped and the request goes
-on waiting for its own answer, as pymodbus does. A frame that is not Modbus
+on waiting for its own answer, as pymodbus does; a frame with transaction id
+0 is its answer if it fits it exactly (see ``mbap.answer_to``). Bytes that
+arrive while no request is in flight, or after the answer in the same
+segment (before the next request went out), belong to nobody and are
+dropped. A frame that is not Modbus
 TCP (protocol id not 0, impossible length) desynchronises the stream: the
 connection is dropped and the request fails with ``LinkError(timed_out=False)``.
 An answer to the request whose PDU does not fit it (another function, a byte
