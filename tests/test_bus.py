@@ -27,8 +27,8 @@ T0 = 1_700_000_000.0
 class BusLog:
     """Records turns taken on a scheduler, and checks that none overlap."""
 
-    def __init__(self, bus: BusScheduler, work_s: float = 0.0) -> None:
-        self.bus = bus
+    def __init__(self, scheduler: BusScheduler, work_s: float = 0.0) -> None:
+        self.scheduler = scheduler
         self.work_s = work_s
         self.turns: list[tuple[int, int, float, float]] = []  # tick, key, start, end (loop time)
         self._holders = 0
@@ -36,7 +36,7 @@ class BusLog:
     async def device(self, tick: int, key: int, requests: int) -> None:
         loop = asyncio.get_running_loop()
         for _ in range(requests):
-            async with self.bus.turn(key):
+            async with self.scheduler.turn(key):
                 self._holders += 1
                 assert self._holders == 1, "two turns at once"
                 start = loop.time()
@@ -98,8 +98,8 @@ async def test_inter_request_delay_keeps_the_bus_silent_after_every_transaction(
 
 
 async def test_request_cancelled_while_waiting_does_not_block_the_bus() -> None:
-    bus = BusScheduler("line")
-    log = BusLog(bus, work_s=0.02)
+    scheduler = BusScheduler("line")
+    log = BusLog(scheduler, work_s=0.02)
     first = asyncio.create_task(log.device(0, 1, 1))
     waiting = asyncio.create_task(log.device(0, 2, 1))
     await asyncio.sleep(0.01)  # 1 holds the bus, 2 waits
@@ -114,21 +114,21 @@ async def test_request_cancelled_while_waiting_does_not_block_the_bus() -> None:
 class CallbackTurns:
     """Turns taken through ``submit()``: each grant is recorded and ends at once or when told."""
 
-    def __init__(self, bus: BusScheduler, hold: bool = False) -> None:
-        self.bus = bus
+    def __init__(self, scheduler: BusScheduler, hold: bool = False) -> None:
+        self.scheduler = scheduler
         self.hold = hold  # keep the bus after the grant until release()
         self.granted: list[object] = []
 
     def submit(self, key: int, payload: object) -> asyncio.Future:
         waiter = asyncio.get_running_loop().create_future()
-        self.bus.submit(key, waiter, self._grant, payload)
+        self.scheduler.submit(key, waiter, self._grant, payload)
         return waiter
 
     def _grant(self, waiter: asyncio.Future, payload: object) -> None:
         self.granted.append(payload)
         waiter.set_result(payload)
         if not self.hold:
-            self.bus.release()
+            self.scheduler.release()
 
 
 async def test_device_alone_on_its_bus_is_granted_in_the_caller_without_a_loop_round_trip() -> None:
@@ -140,26 +140,26 @@ async def test_device_alone_on_its_bus_is_granted_in_the_caller_without_a_loop_r
 
 
 async def test_turns_ending_inside_their_grant_keep_the_round_robin_and_do_not_recurse() -> None:
-    bus = BusScheduler("gateway")
-    turns = CallbackTurns(bus)
-    holder = CallbackTurns(bus, hold=True)
+    scheduler = BusScheduler("gateway")
+    turns = CallbackTurns(scheduler)
+    holder = CallbackTurns(scheduler, hold=True)
     holder.submit(9, "held")  # the bus is busy while the others queue
     for n in range(3000):  # far deeper than the recursion limit
         turns.submit(1 + n % 3, (1 + n % 3, n // 3))
 
-    bus.release()  # the holder is done: every queued turn runs and ends inside its grant
+    scheduler.release()  # the holder is done: every queued turn runs and ends inside its grant
 
     assert turns.granted == [(1 + n % 3, n // 3) for n in range(3000)]
     turns.submit(2, "next")
-    await asyncio.sleep(bus.gather_s * 2)
+    await asyncio.sleep(scheduler.gather_s * 2)
     assert turns.granted[-1] == "next"  # the bus went idle, and a new round starts
 
 
 async def test_a_round_starts_as_soon_as_every_device_of_the_bus_has_queued() -> None:
-    bus = BusScheduler("gateway", gather_s=0.01)
-    turns = CallbackTurns(bus)
+    scheduler = BusScheduler("gateway", gather_s=0.01)
+    turns = CallbackTurns(scheduler)
     await asyncio.gather(*(turns.submit(key, ("first", key)) for key in (1, 2, 3)))  # the bus learns its devices
-    bus.gather_s = 5.0
+    scheduler.gather_s = 5.0
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -171,10 +171,10 @@ async def test_a_round_starts_as_soon_as_every_device_of_the_bus_has_queued() ->
 
 
 async def test_a_round_waits_the_gathering_for_a_device_that_does_not_queue() -> None:
-    bus = BusScheduler("gateway", gather_s=0.01)
-    turns = CallbackTurns(bus)
+    scheduler = BusScheduler("gateway", gather_s=0.01)
+    turns = CallbackTurns(scheduler)
     await asyncio.gather(*(turns.submit(key, ("first", key)) for key in (1, 2, 3)))
-    bus.gather_s = 0.2
+    scheduler.gather_s = 0.2
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -184,16 +184,16 @@ async def test_a_round_waits_the_gathering_for_a_device_that_does_not_queue() ->
 
 
 async def test_submitted_turns_and_coroutine_turns_share_one_fair_order() -> None:
-    bus = BusScheduler("gateway")
-    log = BusLog(bus)
-    turns = CallbackTurns(bus)
+    scheduler = BusScheduler("gateway")
+    log = BusLog(scheduler)
+    turns = CallbackTurns(scheduler)
 
     futures = [turns.submit(1, "a1"), turns.submit(1, "a2")]
     await asyncio.gather(log.device(0, 2, 2), *futures)
 
     assert turns.granted == ["a1", "a2"]
     assert [key for _, key, _, _ in log.turns] == [2, 2]
-    assert not bus._busy
+    assert not scheduler._busy
 
 
 # --- Backoff of silent devices ----------------------------------------------------------------
