@@ -1,4 +1,7 @@
-"""Turns on a shared bus (fair order, one at a time, paced) and the backoff of silent devices."""
+"""Turns on a shared bus (fair order, one at a time, paced) and the backoff schedule of silent devices.
+
+How the poller writes the rows of a backed-off device: ``test_poller.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,8 @@ import asyncio
 
 import pytest
 
-from support import FakeClock, ReadsInTurn
 from susee.backoff import Backoff, backoff_cap_ticks
-from susee.config import DeviceSettings
-from susee.devices import DevicePlan
-from susee.links import LinkError
 from susee.links.bus import BusScheduler
-from susee.planner import plan_reads
-from susee.poller import Poller
-from susee.profiles import load_profile
-from susee.quality import Code
-from susee.ticks import TickGrid
-
-T0 = 1_700_000_000.0
-
 
 # --- Bus scheduler: fair order, one at a time, paced --------------------------------------
 
@@ -241,51 +232,3 @@ def test_backoff_schedule(script, cap_ticks, ticks) -> None:
 )
 def test_backoff_cap_is_64_ticks_or_5_minutes(period_s, cap_ticks) -> None:
     assert backoff_cap_ticks(period_s) == cap_ticks
-
-
-class SilentLink(ReadsInTurn):
-    """A device that times out (after ``timeout_s`` virtual seconds) until ``heal()``."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.silent = True
-        self.reads: list[float] = []
-
-    async def read(self, unit, function, address, count, timeout_s):
-        self.reads.append(self.clock.now())
-        await asyncio.sleep(0)
-        if self.silent:
-            self.clock.t += timeout_s
-            raise LinkError(f"no answer within {timeout_s:g} s", timed_out=True)
-        self.clock.t += 0.05
-        return bytes(2 * count) if function >= 3 else [0] * count  # registers come as their wire bytes
-
-
-async def test_backed_off_device_still_writes_code_1_rows_every_tick_and_recovers_on_answer() -> None:
-    clock = FakeClock(T0 - 0.5)
-    link = SilentLink(clock)
-    profile = load_profile("pac3200")
-    settings = DeviceSettings(id="dead", host="127.0.0.1", timeout=0.3)
-    plan = DevicePlan(settings=settings, profile=profile, blocks=plan_reads(profile, profile.default_ids))
-    polls: list[list] = []
-    poller = Poller(plan, link, TickGrid(1), clock, polls.append)
-
-    task = asyncio.create_task(poller.run())
-    while len(polls) < 8:
-        await asyncio.sleep(0)
-    link.silent = False
-    while len(polls) < 12:
-        await asyncio.sleep(0)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-    assert [poll[0].tick_s - T0 for poll in polls[:12]] == list(range(12))  # a row set every tick
-    for poll in polls[:8]:
-        assert {(s.value, s.code) for s in poll} == {(None, Code.ERR_CONNECTION)}
-        assert len(poll) == len(plan.param_ids)
-    # Probes on ticks 0, 2, 5 (timeouts), then 10: answered; 1, 3-4, 6-9 skipped.
-    assert [t - T0 for t in link.reads[:3]] == [0, 2, 5]
-    assert link.reads[3] - T0 == 10 and all(s.code == 0 for s in polls[10])
-    assert all(s.code == 0 for s in polls[11])
-    assert poller.stats.skipped_polls == 7
-    assert poller.stats.missed_ticks == 0

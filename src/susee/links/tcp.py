@@ -70,6 +70,7 @@ from susee.links.mbap import (
     answer_to,
     not_modbus_tcp,
 )
+from susee.sample import fast_tuple
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,6 @@ RECONNECT_AFTER_TIMEOUTS = 5
 # Loop timers may fire up to a millisecond early (uvloop counts in ms): a
 # request this close to its deadline has timed out.
 TIMER_SLACK_S = 0.001
-# Builds an Answer in C (the NamedTuple's own __new__ is a Python-level call), for every answer.
-_new_answer = tuple.__new__
 
 
 class _Connection(asyncio.Protocol):
@@ -256,7 +255,7 @@ class FastTcpLink:
         turn = self._turn
         answers = turn.answers
         received_s = time.time()
-        answers.append(_new_answer(Answer, (outcome, received_s)))
+        answers.append(fast_tuple(Answer, (outcome, received_s)))  # every answer: built in C
         left = len(turn.reads) - len(answers)
         if left and isinstance(outcome, LinkError):
             answers += unsent_answers(outcome, received_s, left)
