@@ -24,13 +24,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("supervision", ("susee.supervisor", "susee.workers", "susee.http", "susee.http.*", "susee.web", "susee.web.*",
                      "susee.status")),
     # devices composes settings, profiles, a link endpoint and the sinks' param rows into a device's plan.
-    ("acquisition", ("susee.poller", "susee.writer", "susee.devices")),
-    ("io", ("susee.links", "susee.links.*", "susee.transport", "susee.fastlink", "susee.buses", "susee.modbus",
+    ("acquisition", ("susee.poller", "susee.backoff", "susee.writer", "susee.devices")),
+    ("io", ("susee.links", "susee.links.*",
             "susee.store", "susee.replay", "susee.rollup", "susee.sinks", "susee.sinks.*", "susee.spool",
             "susee.simulator")),
     ("foundation", ("susee", "susee.config", "susee.validation", "susee.codec", "susee.planner", "susee.profiles",
                     "susee.quality", "susee.sample", "susee.ticks", "susee.shown", "susee.migrations",
-                    "susee.runtime", "susee.simulator_model", "susee.expressions")),
+                    "susee.runtime", "susee.simulator_model", "susee.expressions", "susee.bus_key")),
 ]
 
 

@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from susee.bus_key import BusKey, serial_bus, tcp_bus
 from susee.validation import describe_errors
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,16}$")
@@ -173,14 +174,14 @@ class DeviceSettings(_Section):
         return self
 
     @property
-    def bus(self) -> str:
+    def bus(self) -> BusKey:
         """Devices with equal ``bus`` share one connection: a serial port or a host:port."""
-        return f"serial port {self.serial.port}" if self.serial is not None else f"host:port {self.host}:{self.port}"
+        return serial_bus(self.serial.port) if self.serial is not None else tcp_bus(self.host or "", self.port)
 
 
 def check_buses(devices: list[DeviceSettings]) -> None:
     """Raise ValueError naming both devices when devices sharing a bus disagree on its framing."""
-    first: dict[str, int] = {}
+    first: dict[BusKey, int] = {}
     for index, device in enumerate(devices):
         if not device.enabled:
             continue

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from susee.buses import Backoff, backoff_cap_ticks
+from susee.backoff import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
 from susee.planner import BlockRead
@@ -24,7 +24,7 @@ from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_respo
 from susee.sample import Sample, fast_tuple
 from susee.shown import first_few
 from susee.ticks import Clock, TickGrid
-from susee.transport import Answer, ExceptionResponse, Link, LinkError, Read
+from susee.links import Answer, ExceptionResponse, Link, LinkError, Read
 
 log = logging.getLogger(__name__)
 
