@@ -40,10 +40,11 @@ async def test_rollups_equal_raw_after_a_20_s_outage_and_the_replay(  # noqa: F8
         await until(lambda: upkeep.buckets_done > 0, "a first rollup of live rows")
         proxy.cut()
         cut_at = time.time()
-        await until(lambda: supervisor.writer.rows_spooled > 0, "rows in the spool")
+        await until(lambda: supervisor.store.stats().rows_spooled > 0, "rows in the spool")
         await asyncio.sleep(OUTAGE_S - (time.time() - cut_at))  # the outage itself: time, not an event
         proxy.restore()
-        await until(lambda: supervisor.writer.online and supervisor.writer.spool.pending_rows == 0, "spool replayed")
+        await until(lambda: supervisor.store.stats().online and supervisor.store.spool.pending_rows == 0,
+                    "spool replayed")
         last_wanted = int(time.time()) + 2
         await until(lambda: supervisor.pollers[0].next_tick_s > last_wanted, "two more live ticks")
         supervisor.stop()
@@ -52,6 +53,6 @@ async def test_rollups_equal_raw_after_a_20_s_outage_and_the_replay(  # noqa: F8
     finally:
         await upkeep.close()
         await upkeep_task
-    assert supervisor.writer.rows_replayed > 0
+    assert supervisor.store.stats().rows_replayed > 0
     assert_rollups_equal_raw(store)
     assert sum(row[0] for row in store.q15().values()) == len(store.raw())
