@@ -61,9 +61,10 @@ async def expire_raw(session: Session, job_id: str, keep_from: date, oldest_due:
 
 
 async def expire_rollups(session: Session, job_id: str, keep_from: date) -> Expiry | None:
-    """Remove Q15 rows of buckets before ``keep_from``."""
-    table = f"see{job_id}Q15"
-    return await _delete_before(session, Tables.of(job_id, session.dialect).q15, table, "Bucket", keep_from)
+    """Remove Q15 and Q60 rows of buckets before ``keep_from``; the Q15 expiry is returned."""
+    tables = Tables.of(job_id, session.dialect)
+    await _delete_before(session, tables.q60, f"see{job_id}Q60", "Bucket", keep_from)
+    return await _delete_before(session, tables.q15, f"see{job_id}Q15", "Bucket", keep_from)
 
 
 async def _delete_before(session: Session, quoted: str, table: str, column: str, keep_from: date) -> Expiry | None:

@@ -117,12 +117,13 @@ class Tables:
     raw: str
     q15: str
     dirty: str
+    q60: str = ""
 
     @classmethod
     def of(cls, job_id: str, dialect: str) -> Tables:
         check_job_id(job_id)
         quote = "`" if dialect == "mariadb" else '"'
-        return cls(*(f"{quote}see{job_id}{suffix}{quote}" for suffix in ("Raw", "Q15", "Q15Dirty")))
+        return cls(*(f"{quote}see{job_id}{suffix}{quote}" for suffix in ("Raw", "Q15", "Q15Dirty", "Q60")))
 
 
 def mark_sql(dialect: str, dirty: str, buckets: int) -> str:
@@ -210,6 +211,54 @@ def values_sql(tables: Tables, keep_existing: bool) -> str:
     return f"{head} ON CONFLICT (idDevice, idParam, Bucket) DO UPDATE SET {updates}"
 
 
+def hourly_sql(dialect: str, tables: Tables) -> str:
+    """Upsert Q60 from the Q15 rows with ``from <= Bucket < to`` (hour-aligned, two parameters).
+
+    Exact, not an approximation: the consecutive good readings of an hour are
+    those inside each bucket (its Rise, Fall, Drops, MaxRise) plus, between
+    two buckets with good readings, the last of one and the first of the
+    next (``step``, from LAG over the buckets with Good > 0).
+    """
+    mark = "%s" if dialect == "mariadb" else "?"
+    names = _columns(dialect)
+    maximum = "MAX" if dialect == "sqlite" else "GREATEST"
+    if dialect == "mariadb":
+        hour = "TIMESTAMPDIFF(HOUR, '1970-01-01', Bucket)"
+        hour_out = "TIMESTAMPADD(HOUR, Hour, '1970-01-01')"
+        codes, max_value = "BIT_OR(Codes)", "`MaxValue`"
+    else:
+        hour, hour_out, codes, max_value = "substr(Bucket, 1, 13) || ':00:00'", "Hour", "bit_or(Codes)", "MaxValue"
+    window = "PARTITION BY idDevice, idParam, Hour, Good > 0 ORDER BY Bucket"
+    select = f"""
+SELECT idDevice, idParam, {hour_out}, SUM(Samples), SUM(Good), MIN(MinValue), MAX({max_value}),
+    SUM(MeanValue * Good) / SUM(CASE WHEN Good > 0 THEN Good END),
+    MIN(FirstDate), MAX(CASE WHEN Good > 0 AND prev IS NULL THEN FirstValue END),
+    MAX(LastDate), MAX(CASE WHEN Good > 0 AND nxt IS NULL THEN LastValue END),
+    CASE WHEN SUM(Good) > 0 THEN COALESCE(SUM(Rise), 0) + COALESCE(SUM({maximum}(step, 0)), 0) END,
+    CASE WHEN SUM(Good) > 0 THEN COALESCE(SUM(Fall), 0) + COALESCE(SUM({maximum}(-step, 0)), 0) END,
+    SUM(Drops) + COALESCE(SUM(step < 0), 0),
+    NULLIF({maximum}(COALESCE(MAX(MaxRise), 0), COALESCE(MAX(CASE WHEN step > 0 THEN step END), 0)), 0),
+    {codes}
+FROM (
+    SELECT idDevice, idParam, Hour, Samples, Good, MinValue, {max_value}, MeanValue, FirstDate, FirstValue,
+        LastDate, LastValue, Rise, Fall, Drops, MaxRise, Codes, prev, nxt,
+        CASE WHEN Good > 0 THEN FirstValue - prev END AS step
+    FROM (
+        SELECT q.*, {hour} AS Hour,
+            LAG(LastValue) OVER ({window.replace("Hour", hour)}) AS prev,
+            LEAD(FirstValue) OVER ({window.replace("Hour", hour)}) AS nxt
+        FROM {tables.q15} AS q WHERE Bucket >= {mark} AND Bucket < {mark}
+    ) AS l
+) AS w
+GROUP BY idDevice, idParam, Hour"""
+    if dialect == "mariadb":
+        updates = ", ".join(f"{column} = VALUES({column})" for column in names[3:])
+        return f"INSERT INTO {tables.q60} ({', '.join(names)}){select}\nON DUPLICATE KEY UPDATE {updates}"
+    updates = ", ".join(f"{column} = excluded.{column}" for column in names[3:])
+    return (f"INSERT INTO {tables.q60} ({', '.join(names)}) SELECT * FROM ({select}) WHERE true\n"
+            f"ON CONFLICT (idDevice, idParam, Bucket) DO UPDATE SET {updates}")
+
+
 class Rollups:
     """Recomputes Q15 buckets of one job on one session.
 
@@ -229,6 +278,7 @@ class Rollups:
         else:
             self._select = select_sql(dialect, self.tables)
             self._write = {keep: values_sql(self.tables, keep) for keep in (False, True)}
+        self._hourly = hourly_sql(dialect, self.tables)
         self._dirty = f"SELECT Bucket, Version FROM {self.tables.dirty} ORDER BY Bucket"
         self._clear = f"DELETE FROM {self.tables.dirty} WHERE Bucket = {mark} AND Version = {mark}"
 
@@ -254,12 +304,17 @@ class Rollups:
         return [(keep, bounds, await session.fetch(self._select, bounds)) for keep, bounds in parts]
 
     async def write(self, session: Session, staged: list[tuple[bool, tuple, list[tuple]]]) -> None:
-        """Write staged parts into Q15 (the caller's transaction)."""
+        """Write staged parts into Q15, then the hours they touch into Q60 (the caller's transaction)."""
         for keep, bounds, rows in staged:
             if self.dialect == "mariadb":
                 await session.execute(self._write[keep], bounds)
             elif rows:
                 await session.execute_many(self._write[keep], rows)
+        if staged:
+            first, last = as_datetime(staged[0][1][0]), as_datetime(staged[-1][1][1])
+            hour_start = first.replace(minute=0, second=0)
+            hour_end = (last - timedelta(microseconds=1)).replace(minute=0, second=0) + timedelta(hours=1)
+            await session.execute(self._hourly, (_text(hour_start), _text(hour_end)))
 
     async def refresh_bucket(self, session: Session, bucket: datetime, version: int, horizon: datetime | None) -> bool:
         """Recompute one marked bucket; True if its marker was cleared (no write meanwhile)."""

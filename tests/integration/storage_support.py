@@ -39,11 +39,14 @@ class Store:
     def raw(self) -> list[tuple]:
         return self.query(f"SELECT idDevice, {self.text('Date')}, idParam, Value, Code FROM see{self.job_id}Raw")
 
-    def q15(self) -> dict[tuple, tuple]:
+    def q15(self, table: str = "Q15") -> dict[tuple, tuple]:
         columns = ", ".join(self.text(c) if c.endswith("Date") or c == "Bucket" else
                             ("`MaxValue`" if c == "MaxValue" and self.dialect == "mariadb" else c) for c in Q15_NAMES)
-        rows = self.query(f"SELECT {columns} FROM see{self.job_id}Q15")
+        rows = self.query(f"SELECT {columns} FROM see{self.job_id}{table}")
         return {tuple(row[:3]): tuple(row[3:]) for row in rows}
+
+    def q60(self) -> dict[tuple, tuple]:
+        return self.q15("Q60")
 
     def dirty(self) -> int:
         return self.query(f"SELECT COUNT(*) FROM see{self.job_id}Q15Dirty")[0][0]
@@ -90,16 +93,19 @@ def mariadb_query(target: DatabaseTarget, sql: str, params: tuple = ()) -> list[
         conn.close()
 
 
-def bucket_text(date: str) -> str:
+def bucket_text(date: str, minutes: int = 15) -> str:
     moment = datetime.strptime(date[:19], "%Y-%m-%d %H:%M:%S")
-    return moment.replace(minute=moment.minute // 15 * 15, second=0).strftime("%Y-%m-%d %H:%M:%S")
+    return moment.replace(minute=moment.minute // minutes * minutes, second=0).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def expected_q15(raw: list[tuple]) -> dict[tuple, tuple]:
-    """The Q15 rows of ``raw`` rows (idDevice, Date text, idParam, Value, Code), by the contract."""
+def expected_q15(raw: list[tuple], minutes: int = 15) -> dict[tuple, tuple]:
+    """The Q15 rows of ``raw`` rows (idDevice, Date text, idParam, Value, Code), by the contract.
+
+    ``minutes=60``: the same columns per hour (what Q60 holds).
+    """
     groups: dict[tuple, list[tuple]] = {}
     for device, date, param, value, code in raw:
-        groups.setdefault((device, param, bucket_text(date)), []).append((date, value, code))
+        groups.setdefault((device, param, bucket_text(date, minutes)), []).append((date, value, code))
     result = {}
     for key, rows in groups.items():
         rows.sort()
@@ -133,9 +139,10 @@ def same_row(got: tuple, want: tuple, rel: float = 1e-9) -> bool:
 
 
 def assert_rollups_equal_raw(store: Store) -> None:
-    """Q15 equals the contract computed from Raw (floating sums to 1e-9)."""
-    expected = expected_q15(store.raw())
-    actual = store.q15()
-    assert set(actual) == set(expected)
-    for key, want in expected.items():
-        assert same_row(actual[key], want), (key, actual[key], want)
+    """Q15 and Q60 equal the contract computed from Raw (floating sums to 1e-9)."""
+    raw = store.raw()
+    for minutes, actual in ((15, store.q15()), (60, store.q60())):
+        expected = expected_q15(raw, minutes)
+        assert set(actual) == set(expected), minutes
+        for key, want in expected.items():
+            assert same_row(actual[key], want), (minutes, key, actual[key], want)

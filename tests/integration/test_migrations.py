@@ -100,9 +100,11 @@ MODERN_TABLES = {
 
 def test_mariadb_migrations_are_found_in_version_order():
     assert [(m.version, m.name) for m in load_migrations("mariadb")] == [
-        (1, "create_tables"), (2, "upgrade_seed_tables"), (3, "rollups"), (4, "compact_raw"),
+        (1, "create_tables"), (2, "upgrade_seed_tables"), (3, "rollups"), (4, "compact_raw"), (5, "hourly_rollups"),
     ]
-    assert [(m.version, m.name) for m in load_migrations("sqlite")] == [(1, "create_tables"), (2, "rollups")]
+    assert [(m.version, m.name) for m in load_migrations("sqlite")] == [
+        (1, "create_tables"), (2, "rollups"), (3, "hourly_rollups"),
+    ]
 
 
 def test_statements_split_at_semicolons_ending_a_line_and_drop_comment_lines():
@@ -185,6 +187,8 @@ async def test_migrate_creates_the_database_and_tables(sink, mariadb_target, job
         f"see{job_id}Raw: removed key ix_date (Date)",
         f"see{job_id}Raw: removed unique key uq_sample (idDevice, idParam, Date)",
         "migration 0004 compact_raw applied",
+        f"created table see{job_id}Q60",
+        "migration 0005 hourly_rollups applied",
     ]
     for suffix, (expected_columns, expected_keys) in {**MODERN_TABLES, "Raw": COMPACT_RAW}.items():
         assert columns(mariadb_target, f"see{job_id}{suffix}") == expected_columns, suffix
@@ -194,6 +198,7 @@ async def test_migrate_creates_the_database_and_tables(sink, mariadb_target, job
         (2, "upgrade_seed_tables"),
         (3, "rollups"),
         (4, "compact_raw"),
+        (5, "hourly_rollups"),
     )
 
 
@@ -203,7 +208,7 @@ async def test_migrate_twice_says_up_to_date_and_changes_nothing(sink, mariadb_t
     await sink.write([Sample("d01", "104", TICK, 1.5, 1.0, 0)])
     before = create_statements(mariadb_target, job_id)
 
-    assert await sink.migrate() == ["schema up to date (version 4)"]
+    assert await sink.migrate() == ["schema up to date (version 5)"]
     assert create_statements(mariadb_target, job_id) == before
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM see{job_id}Raw") == ((1,),)
 
@@ -276,7 +281,7 @@ async def test_seed_era_database_is_upgraded_in_place_and_reports_each_change(si
         "migration 0004 compact_raw applied",  # a Raw with rows keeps its layout: migrate --compact converts it
     ]:
         assert expected in lines, "\n".join(lines)
-    assert not any("created table" in line for line in lines if not line.endswith(("SchemaVersion", "Q15", "Q15Dirty")))
+    assert not any("created table" in line for line in lines if not line.endswith(("SchemaVersion", "Q15", "Q15Dirty", "Q60")))
     # Rows kept with their ids; the seed's readers saw 4 decimals, and that is the value kept.
     assert fetch(mariadb_target, f"SELECT idNum, idParam, Value FROM {raw} ORDER BY idNum") == (
         (398882, "104", 395.19),
@@ -295,7 +300,7 @@ async def test_seed_era_database_is_upgraded_in_place_and_reports_each_change(si
     batch = [Sample("d00", "104", TICK, 395.19, 178.778, 0), Sample("d00", "104", TICK + 10, 396.0, 1.0, 0)]
     await sink.write(batch)
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM {raw}") == ((5,),)
-    assert await sink.migrate() == ["schema up to date (version 4)"]
+    assert await sink.migrate() == ["schema up to date (version 5)"]
 
 
 @pytest.mark.mariadb
@@ -316,5 +321,5 @@ async def test_failed_upgrade_says_where_and_what_changed_and_can_be_rerun(sink,
     lines = await sink.migrate()
     assert f"{raw}.Value: decimal(20,4) -> double" in lines
     assert "migration 0002 upgrade_seed_tables applied" in lines
-    assert lines[-1] == "migration 0004 compact_raw applied"
+    assert lines[-1] == "migration 0005 hourly_rollups applied"
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM {raw}") == ((4,),)

@@ -61,13 +61,23 @@ HAND_Q15 = {
 }
 
 
+# The hour of those buckets: 222's two buckets joined by the step 45.5 -> 50.0 (+4.5).
+H10 = "2021-02-18 10:00:00"
+HAND_Q60 = {
+    ("d01", "222", H10): (8, 6, 10.0, 130.0, 360.5 / 6, "2021-02-18 10:30:00.000000", 100.0,
+                          "2021-02-18 10:45:00.000000", 50.0, 70.0, 120.0, 1, 30.0, 9),
+    ("d01", "104", H10): HAND_Q15[("d01", "104", B0)],
+    ("d01", "107", H10): HAND_Q15[("d01", "107", B0)],
+}
+
+
 async def test_hand_computed_rollup_with_nulls_codes_and_a_counter_reset(store):
     await store.sink.write(HAND_SAMPLES)
     await roll_up(store)
-    q15 = store.q15()
-    assert set(q15) == set(HAND_Q15)
-    for key, expected in HAND_Q15.items():
-        assert same_row(q15[key], expected, rel=1e-12), (key, q15[key])
+    for actual, expected_rows in ((store.q15(), HAND_Q15), (store.q60(), HAND_Q60)):
+        assert set(actual) == set(expected_rows)
+        for key, expected in expected_rows.items():
+            assert same_row(actual[key], expected, rel=1e-12), (key, actual[key])
     assert store.dirty() == 0
 
 
@@ -212,6 +222,7 @@ async def test_rollup_expiry_removes_only_buckets_before_its_horizon(store):
     assert {key[2] for key in store.q15()} == {"2021-02-18 10:30:00", "2021-02-19 10:30:00"}
     await roll_up(store, datetime(2021, 2, 21, 1, 0), rollup_keep_days=2)  # keep 2021-02-19 onwards
     assert {key[2] for key in store.q15()} == {"2021-02-19 10:30:00"}
+    assert {key[2] for key in store.q60()} == {"2021-02-19 10:00:00"}
     assert len(store.raw()) == 8, "Raw is kept: raw_keep_days is not set"
 
 
