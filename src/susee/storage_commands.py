@@ -137,7 +137,11 @@ async def storage_lines(site: Site) -> list[str]:
             first = horizon(today, days)
             lines.append(f"  retention {label}: {days} days; rows before {first} expire; next expiry at"
                          f" {today + timedelta(days=1)} 00:00 UTC (the service checks hourly)")
-    sink = create_sink(settings.database_target(), settings.job_id, rollups=False)
+    target = settings.database_target()
+    if target.kind == "sqlite" and not target.path.exists():  # check is read-only: never create the file
+        lines.append("  sizes: no database file yet")
+        return lines
+    sink = create_sink(target, settings.job_id, rollups=False)
     try:
         await sink.open()
         lines += await sink.session("storage figures", lambda session: _sizes(session, site, rows_per_day))
