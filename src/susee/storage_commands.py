@@ -49,16 +49,14 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None) -> in
         nonlocal start, end
         await prepare_session(session)
         rollups = Rollups(settings.job_id, session.dialect)
-        first, last = (await session.fetch(f"SELECT MIN(`Date`), MAX(`Date`) FROM {rollups.tables.raw}"
-                                           if session.dialect == "mariadb" else
-                                           f"SELECT MIN(Date), MAX(Date) FROM {rollups.tables.raw}"))[0]
+        date = "`Date`" if session.dialect == "mariadb" else "Date"
+        ((first, last),) = await session.fetch(f"SELECT MIN({date}), MAX({date}) FROM {rollups.tables.raw}")
         if first is None:
             print("Raw is empty: nothing to roll up")
             return 0
         start = bucket_of(start or as_datetime(first))
         end = end or bucket_of(as_datetime(last)) + BUCKET
         mark = session.placeholder
-        date = "`Date`" if session.dialect == "mariadb" else "Date"
         ((rows,),) = await session.fetch(
             f"SELECT COUNT(*) FROM {rollups.tables.raw} WHERE {date} >= {mark} AND {date} < {mark}",
             (f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"),
