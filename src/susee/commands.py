@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,17 +76,34 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     replay = OrphanReplay(settings, orphans)
     replay.start()
     sink = create_sink(settings.database_target(), settings.job_id)
-    supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None)
+    view = live_view(settings) if worker is None else None  # [web] a worker's parent serves the site
+    if view is not None:
+        sink = view.timed(sink)
+    supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None,
+                            observe=view.tap.wrap if view is not None else None)  # [web]
     following = None
     if worker is not None:
         ignore_stop_signals()
         following = asyncio.create_task(follow_parent(supervisor.stop), name="follow-parent")
     try:
-        return await supervisor.run(duration_s)
+        async with view.serving(supervisor) if view is not None else nullcontext():  # [web]
+            return await supervisor.run(duration_s)
     finally:
         if following is not None:
             following.cancel()
         await replay.close()
+
+
+def live_view(settings: Settings):
+    """The HTTP endpoint (``susee.web.LiveView``) when enabled and installed, else None."""
+    if not settings.http.enabled:
+        return None
+    try:
+        from susee.web import LiveView  # only sites that serve it pay the import
+    except ImportError as exc:
+        log.warning("http: the live view needs the web extra (pip install 'susee[web]'): %s; not serving it", exc)
+        return None
+    return LiveView(settings)
 
 
 async def migrate(site: Site) -> int:

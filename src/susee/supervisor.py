@@ -12,12 +12,13 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
-from susee.poller import Poller, PollReports
+from susee.poller import Emit, Poller, PollReports
 from susee.quality import describe
 from susee.shown import SHOWN, first_few
 from susee.sinks import Sink
@@ -48,7 +49,9 @@ class Supervisor:
         clock: Clock | None = None,
         shutdown_timeout_s: float | None = None,
         handle_signals: bool = True,
+        observe: Callable[[Emit], Emit] | None = None,  # [web] the live view's tap on the pollers' samples
     ) -> None:
+        self.observe = observe  # [web]
         self.handle_signals = handle_signals  # False in a worker: its parent tells it when to stop
         self.settings = settings
         self.plans = plans
@@ -87,12 +90,13 @@ class Supervisor:
         return 0
 
     def startup(self) -> None:
+        emit = self.writer.submit if self.observe is None else self.observe(self.writer.submit)  # [web]
         for plan in self.plans:
             link = (
                 self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)
                 if plan.profile is not None else None
             )
-            poller = Poller(plan, link, self.grid, self.clock, self.writer.submit, self.reports)
+            poller = Poller(plan, link, self.grid, self.clock, emit, self.reports)  # [web] emit
             poller.paused = self.writer.refuse_tick  # spool full (stop_polling): ticks are not read
             self.pollers.append(poller)
         self._log_devices()

@@ -71,6 +71,10 @@ class Sink(Protocol):
         """Newest rows of 'raw' or 'last' as (idDevice, Date, idParam, Value, Delay, Code)."""
         ...
 
+    async def select(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Rows of one parameterised read-only query, or SinkError."""
+        ...
+
     async def ping(self) -> None:
         """Raise SinkError unless the database answers."""
         ...

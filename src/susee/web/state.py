@@ -1,0 +1,296 @@
+"""The one adapter between the running service and what the web shows.
+
+Everything the page, the API and the metrics know about the running service
+comes from :class:`SiteState`, as frozen snapshots taken when someone asks
+(a scrape, a page refresh), never from the hot path. It reads today's
+counters (``Poller.stats``, the writer's attributes, the spool's sizes);
+when the writer and the pollers offer frozen ``stats()`` snapshots, only the
+``_poller_counts`` and ``_writer_view`` functions below change.
+
+Two things the service does not count yet are taken here, cheaply:
+
+- :class:`Tap` wraps the pollers' ``emit``: per device-tick it keeps a
+  reference to the tick's samples (the last values, Code and Delay), the time
+  of the last good tick, and one count in a fixed-bucket Delay histogram:
+  a dictionary store and a bisect, about a microsecond per device-tick.
+- :class:`TimedSink` wraps the sink to time each batch write.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from susee import __version__
+from susee.quality import Code, describe
+
+if TYPE_CHECKING:
+    from susee.devices import DevicePlan
+    from susee.sample import Sample
+    from susee.supervisor import Supervisor
+
+# Fleet-wide Delay histogram (ms): the tick's last answer, per device-tick.
+# Fixed bounds from "on time" to "a timeout"; Prometheus wants seconds.
+DELAY_BOUNDS_MS = (5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
+POWER_ACRONYM = "P_TOT"  # the "active power now" column: every bundled profile names total power so
+WRITE_BOUNDS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+GOOD, FAILING, BACKED_OFF, NO_PROFILE, WAITING = "good", "failing", "backed off", "profile missing", "waiting"
+STATUSES = (GOOD, FAILING, BACKED_OFF, NO_PROFILE, WAITING)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Counts per upper bound (non-cumulative, last one = above every bound), their sum and total."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceView:
+    """One device as the page and the metrics see it."""
+
+    id: str
+    profile: str | None
+    tags: dict[str, str]
+    status: str
+    code: int  # OR of the Codes of its last tick
+    polls: int
+    missed_ticks: int
+    skipped_polls: int
+    failures: dict[int, int]  # failed reads per Code bit
+    last_tick_s: float | None
+    last_good_s: float | None
+    delay_ms: float | None
+    power_w: float | None
+
+    @property
+    def problem(self) -> str:
+        """The Code bits of its last tick in words ('' when good)."""
+        return describe(self.code) if self.code else ""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteView:
+    """The whole site: database, spool, writer and fleet totals."""
+
+    version: str
+    started_s: float
+    now_s: float
+    period_s: float
+    stopping: bool
+    database: str  # where rows go (password masked)
+    online: bool
+    outage_since_s: float | None
+    paused: bool  # spool full with stop_polling, or not writable: rows have nowhere to go
+    queue_rows: int
+    rows_written: int
+    rows_spooled: int
+    rows_replayed: int
+    rows_dropped: int
+    spool_rows: int
+    spool_bytes: int
+    devices: int
+    last_poll_s: float | None  # the newest tick any device finished
+    write_latency: Histogram
+    delay: Histogram
+
+
+@dataclass(frozen=True, slots=True)
+class LastValue:
+    """One param of the newest tick of a device, with what it means."""
+
+    param_id: str
+    acronym: str
+    descr_eng: str
+    descr_ita: str
+    unit: str
+    value: float | None
+    code: int
+    tick_s: float
+    delay_ms: float
+
+
+class Tap:
+    """Keeps what the page needs from each device-tick on its way to the writer."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Sequence[Sample]] = {}
+        self.last_good_s: dict[str, float] = {}
+        self.delay_counts = [0] * (len(DELAY_BOUNDS_MS) + 1)
+        self.delay_sum_ms = [0.0]  # a list: the closure below adds to it without a nonlocal lookup
+        self.newest_tick_s = [0.0]
+
+    def wrap(self, emit: Callable[[list[Sample]], None]) -> Callable[[list[Sample]], None]:
+        """``emit`` plus the bookkeeping; what the pollers call instead of ``emit``."""
+        last, good, counts, delay_sum, newest = (
+            self.last, self.last_good_s, self.delay_counts, self.delay_sum_ms, self.newest_tick_s)
+        bounds = DELAY_BOUNDS_MS
+
+        def tapped(samples: list[Sample]) -> None:
+            emit(samples)
+            if not samples:
+                return
+            final = samples[-1]  # answered last: its Delay is the tick's
+            last[final.device_id] = samples
+            delay = final.delay_ms
+            counts[bisect_left(bounds, delay)] += 1
+            delay_sum[0] += delay
+            if final.tick_s > newest[0]:
+                newest[0] = final.tick_s
+            for sample in samples:
+                if sample.code:
+                    return
+            good[final.device_id] = final.tick_s
+
+        return tapped
+
+
+class TimedSink:
+    """A sink whose ``write`` is timed into a histogram; everything else passes through."""
+
+    def __init__(self, sink) -> None:
+        self._sink = sink
+        self.write_counts = [0] * (len(WRITE_BOUNDS_S) + 1)
+        self.write_sum_s = 0.0
+
+    def __getattr__(self, name: str):
+        return getattr(self._sink, name)
+
+    async def write(self, samples) -> None:
+        started = time.perf_counter()
+        try:
+            await self._sink.write(samples)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.write_counts[bisect_left(WRITE_BOUNDS_S, elapsed)] += 1
+            self.write_sum_s += elapsed
+
+
+@dataclass
+class SiteState:
+    """Snapshots of one supervisor's site for the web (see the module doc)."""
+
+    supervisor: Supervisor
+    tap: Tap
+    sink: TimedSink | None = None
+    started_s: float = field(default_factory=time.time)
+    _plans: dict[str, DevicePlan] = field(init=False, repr=False)
+    _power: dict[str, str | None] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._plans = {plan.id: plan for plan in self.supervisor.plans}
+        self._power = {plan.id: _power_param(plan) for plan in self.supervisor.plans}
+
+    def plan(self, device_id: str) -> DevicePlan | None:
+        return self._plans.get(device_id)
+
+    def power_param(self, device_id: str) -> str | None:
+        """The param shown as "active power now" (acronym P_TOT), if the device reads one."""
+        return self._power.get(device_id)
+
+    def site(self) -> SiteView:
+        writer = self.supervisor.writer
+        view = _writer_view(writer)
+        return SiteView(
+            version=__version__, started_s=self.started_s, now_s=time.time(),
+            period_s=self.supervisor.grid.period_s, stopping=self.supervisor.stop_event.is_set(),
+            database=str(writer.sink.target), devices=len(self.supervisor.plans),
+            last_poll_s=self.tap.newest_tick_s[0] or None,
+            write_latency=Histogram(WRITE_BOUNDS_S, tuple(self.sink.write_counts), self.sink.write_sum_s)
+            if self.sink is not None else Histogram(WRITE_BOUNDS_S, (0,) * (len(WRITE_BOUNDS_S) + 1), 0.0),
+            delay=Histogram(tuple(b / 1000.0 for b in DELAY_BOUNDS_MS), tuple(self.tap.delay_counts),
+                            self.tap.delay_sum_ms[0] / 1000.0),
+            **view,
+        )
+
+    def devices(self) -> list[DeviceView]:
+        """Every device, in configuration order."""
+        last, good = self.tap.last, self.tap.last_good_s
+        views = []
+        for poller in self.supervisor.pollers:
+            plan = poller.plan
+            samples = last.get(plan.id)
+            polls, missed, skipped, failures, backed_off = _poller_counts(poller)
+            code = 0
+            power = delay = tick = None
+            if samples:
+                for sample in samples:
+                    code |= sample.code
+                final = samples[-1]
+                delay, tick = final.delay_ms, final.tick_s
+                power_id = self._power.get(plan.id)
+                for sample in samples:
+                    if sample.param_id == power_id:
+                        power = sample.value
+            views.append(DeviceView(
+                id=plan.id, profile=plan.profile.name if plan.profile else None,
+                tags=dict(getattr(plan.settings, "tags", None) or {}),  # device tags arrive with the report branch
+                status=_status(plan, samples, code, backed_off), code=code, polls=polls, missed_ticks=missed,
+                skipped_polls=skipped, failures=failures, last_tick_s=tick, last_good_s=good.get(plan.id),
+                delay_ms=delay, power_w=power,
+            ))
+        return views
+
+    def last_values(self, device_id: str) -> list[LastValue]:
+        """The newest tick of one device held in memory, described from its profile."""
+        plan = self._plans.get(device_id)
+        samples = self.tap.last.get(device_id) or ()
+        specs = plan.profile.by_id if plan is not None and plan.profile is not None else {}
+        values = []
+        for sample in samples:
+            spec = specs.get(sample.param_id)
+            values.append(LastValue(
+                sample.param_id, spec.acronym if spec else "", spec.descr_eng if spec else "",
+                spec.descr_ita if spec else "", spec.unit if spec else "", sample.value, sample.code,
+                sample.tick_s, sample.delay_ms,
+            ))
+        return values
+
+
+def _status(plan: DevicePlan, samples: Sequence[Sample] | None, code: int, backed_off: bool) -> str:
+    if plan.profile is None:
+        return NO_PROFILE
+    if backed_off:
+        return BACKED_OFF
+    if not samples:
+        return WAITING
+    return FAILING if code & ~int(Code.OK) else GOOD
+
+
+def _power_param(plan: DevicePlan) -> str | None:
+    if plan.profile is None:
+        return None
+    for param_id in plan.param_ids:
+        if plan.profile.by_id[param_id].acronym == POWER_ACRONYM:
+            return param_id
+    return None
+
+
+# --- the two functions that read today's counters (repoint at the stats() snapshots) ---
+
+def _poller_counts(poller) -> tuple[int, int, int, dict[int, int], bool]:
+    """(polls, missed ticks, skipped polls, failures per Code bit, backing off) of one poller."""
+    stats = poller.stats
+    failures: dict[int, int] = {}
+    for code, count in list(stats.codes.items()):
+        for bit in Code:
+            if bit and code & bit:
+                failures[int(bit)] = failures.get(int(bit), 0) + count
+    return stats.ticks, stats.missed_ticks, stats.skipped_polls, failures, poller.backoff.active
+
+
+def _writer_view(writer) -> dict:
+    """The writer's and spool's counters as SiteView fields."""
+    outage_started = getattr(writer, "_outage_started", None)  # monotonic; the writer has no public view yet
+    outage_since = None if outage_started is None else time.time() - (time.monotonic() - outage_started)
+    return dict(
+        online=writer.online, outage_since_s=outage_since, paused=writer.paused, queue_rows=writer.backlog_rows,
+        rows_written=writer.rows_written, rows_spooled=writer.rows_spooled, rows_replayed=writer.rows_replayed,
+        rows_dropped=writer.rows_dropped, spool_rows=writer.spool.pending_rows, spool_bytes=writer.spool.size_bytes,
+    )
