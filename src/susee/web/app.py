@@ -78,8 +78,9 @@ async def guard(request: web.Request, handler):
     else:
         try:
             response = await handler(request)
-        except web.HTTPException as exc:
-            response = exc
+        except web.HTTPException as exc:  # 4xx/5xx answers get the same headers
+            exc.headers.update(SECURITY_HEADERS)
+            raise
     response.headers.update(SECURITY_HEADERS)
     return response
 

@@ -1,5 +1,5 @@
 // susee live view: vanilla JS, no external assets. Every text from the
-// service goes into the page with textContent (never innerHTML), so a device
+// service goes into the page with textContent (never parsed as HTML), so a device
 // id or a description can never become markup.
 "use strict";
 
