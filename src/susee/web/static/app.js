@@ -9,7 +9,7 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 
 const state = {
   devices: [], now: 0, period: 5, sortKey: "id", sortDir: 1, page: 0,
-  lastRows: null, lastRowsAt: 0, sparks: new Map(), timer: null,
+  lastRows: null, lastRowsAt: 0, dbReady: false, sparks: new Map(), timer: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -72,6 +72,8 @@ async function refreshSite() {
     $("site-rate").textContent = rate.toFixed(0);
   }
   state.lastRows = site.rows_written;
+  // Curves come from the database: not asked for while it is away or before its first rows.
+  state.dbReady = site.online && site.rows_written > 0;
   state.lastRowsAt = site.now;
   $("site-devices").textContent = site.devices;
   $("site-version").textContent = site.version;
@@ -171,6 +173,7 @@ function sparkline(points, width, height) {
 }
 
 async function fetchSparks(devices) {
+  if (!state.dbReady) return;
   const now = Date.now();
   for (const device of devices) {
     if (!device.power_param) continue;
