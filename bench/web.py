@@ -70,8 +70,9 @@ def wait_all_polled(base: str, meters: int, child: Child) -> None:
             raise RuntimeError(f"the service stopped: {child.stderr_text()[-800:]}")
         try:
             _, _, body = timed_get(base + "api/devices")
-            devices = json.loads(body)["devices"]
-            if len(devices) == meters and all(d["polls"] > 0 for d in devices):
+            answer = json.loads(body)
+            polls = answer["columns"].index("polls")
+            if len(answer["devices"]) == meters and all(row[polls] > 0 for row in answer["devices"]):
                 return
         except OSError:
             pass  # not listening yet

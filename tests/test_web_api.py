@@ -170,7 +170,8 @@ async def test_fleet_rows_show_status_with_code_bits_in_words(site, session) -> 
 
     async def failing():
         _, _, body = await _get(session, site.url + "api/devices", BEARER)
-        devices = {d["id"]: d for d in json.loads(body)["devices"]}
+        answer = json.loads(body)
+        devices = {row[0]: dict(zip(answer["columns"], row)) for row in answer["devices"]}
         return devices if devices["d01"]["status"] == "failing" and devices["d00"]["status"] == "good" else None
 
     devices = await _until(failing)

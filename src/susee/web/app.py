@@ -187,27 +187,28 @@ async def api_site(request: web.Request) -> web.Response:
     })
 
 
+DEVICE_COLUMNS = ("id", "status", "problem", "code", "last_tick", "last_good", "delay_ms", "power_w", "power_param",
+                  "complete_hour", "complete_day", "polls", "missed_ticks", "profile", "tags")
+
+
 async def api_devices(request: web.Request) -> web.Response:
-    """Every device, one compact row each (the fleet table)."""
+    """Every device, one compact row each (the fleet table): ``columns`` names the fields of each row.
+
+    Rows are arrays, not objects: at 5,000 devices the answer is half the size
+    and encoded in half the time.
+    """
     state, reads = request.app[STATE_KEY], request.app[READS_KEY]
     now = time.time()
     devices = state.devices()
-    expected = {}
-    for device in devices:
-        plan = state.plan(device.id)
-        expected[device.id] = len(plan.param_ids) / state.supervisor.grid.period_s if plan and plan.profile else 0.0
-    completeness = reads.completeness(expected, now) if state.supervisor.writer.online else {}
-    rows = []
-    for d in devices:
-        hour, day = completeness.get(d.id, (None, None))
-        rows.append({
-            "id": d.id, "profile": d.profile, "tags": d.tags, "status": d.status, "code": d.code,
-            "problem": d.problem, "last_tick": d.last_tick_s, "last_good": d.last_good_s,
-            "delay_ms": None if d.delay_ms is None else round(d.delay_ms, 1), "power_w": _number(d.power_w),
-            "power_param": state.power_param(d.id), "complete_hour": hour, "complete_day": day,
-            "polls": d.polls, "missed_ticks": d.missed_ticks,
-        })
-    return _json({"now": now, "devices": rows})
+    completeness = reads.completeness(state.rows_per_s(), now) if state.supervisor.writer.online else {}
+    none = (None, None)
+    rows = [
+        (d.id, d.status, d.problem, d.code, d.last_tick_s, d.last_good_s,
+         None if d.delay_ms is None else round(d.delay_ms, 1), _number(d.power_w), state.power_param(d.id),
+         *completeness.get(d.id, none), d.polls, d.missed_ticks, d.profile, d.tags)
+        for d in devices
+    ]
+    return _json({"now": now, "columns": DEVICE_COLUMNS, "devices": rows})
 
 
 async def api_last(request: web.Request) -> web.Response:

@@ -195,7 +195,12 @@ async function fetchSparks(devices) {
 
 async function refreshFleet() {
   const data = await getJSON("api/devices");
-  state.devices = data.devices;
+  const columns = data.columns;
+  state.devices = data.devices.map((row) => {
+    const device = {};
+    columns.forEach((name, index) => { device[name] = row[index]; });
+    return device;
+  });
   state.now = data.now;
   renderFleet();
 }
