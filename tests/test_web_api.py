@@ -210,5 +210,5 @@ async def test_a_port_in_use_is_one_clear_error_naming_the_address(tmp_path, mon
         supervisor = Supervisor(site.settings, site.plans, create_sink(site.settings.database_target(), "000"),
                                 handle_signals=False, observe=view.tap.wrap)
         with pytest.raises(ConfigError, match=f"http.listen {address}: cannot listen: .*in use"):
-            async with view.serving(supervisor):
+            async with view.serving(view.site_state(supervisor)):
                 pass

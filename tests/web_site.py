@@ -76,7 +76,7 @@ async def running_site(folder: Path, devices: list[dict] | None = None, units=(1
         view = LiveView(site.settings)
         sink = view.timed(create_sink(site.settings.database_target(), site.settings.job_id))
         supervisor = Supervisor(site.settings, site.plans, sink, handle_signals=False, observe=view.tap.wrap)
-        async with view.serving(supervisor) as url:
+        async with view.serving(view.site_state(supervisor)) as url:
             task = asyncio.create_task(supervisor.run())
             try:
                 yield RunningSite(url, site, supervisor, simulator, folder / "site.db")

@@ -63,8 +63,13 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     if problem is not None:
         raise ConfigError(f"{site.path}: field 'spool.path': {settings.spool.path} cannot be used: {problem}")
     count = worker_count(settings.workers, plans)
+    view = live_view(settings)  # [web]
     if worker is None and count > 1:
-        return await Workers(site.path, settings, count, duration_s, log_level).run()
+        workers = Workers(site.path, settings, count, duration_s, log_level, report_state=view is not None)
+        if view is None:
+            return await workers.run()
+        async with view.serving(view.shares_state(plans, workers)):  # [web] the parent shows the whole site
+            return await workers.run()
     orphans: list[Path] = []
     if worker is not None:
         index, count = worker
@@ -76,17 +81,18 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     replay = OrphanReplay(settings, orphans)
     replay.start()
     sink = create_sink(settings.database_target(), settings.job_id)
-    view = live_view(settings) if worker is None else None  # [web] a worker's parent serves the site
-    if view is not None:
+    if view is not None:  # [web]
         sink = view.timed(sink)
     supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None,
                             observe=view.tap.wrap if view is not None else None)  # [web]
     following = None
     if worker is not None:
         ignore_stop_signals()
-        following = asyncio.create_task(follow_parent(supervisor.stop), name="follow-parent")
+        report = view.reporter(supervisor) if view is not None else None  # [web] its parent serves the page
+        following = asyncio.create_task(follow_parent(supervisor.stop, report), name="follow-parent")
     try:
-        async with view.serving(supervisor) if view is not None else nullcontext():  # [web]
+        serving = view.serving(view.site_state(supervisor)) if view is not None and worker is None else nullcontext()
+        async with serving:  # [web]
             return await supervisor.run(duration_s)
     finally:
         if following is not None:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from susee.quality import Code
-from susee.web.state import STATUSES, Histogram, SiteState
+from susee.web.state import STATUSES, Fleet, Histogram
 
 CODE_BITS = tuple(bit for bit in Code if bit)
 
@@ -24,7 +24,7 @@ CODE_BITS = tuple(bit for bit in Code if bit)
 class SiteCollector:
     """Turns snapshots into metric families; ``rollup_lag`` gives the last known lag (None: unknown)."""
 
-    def __init__(self, state: SiteState, rollup_lag: Callable[[], float | None]) -> None:
+    def __init__(self, state: Fleet, rollup_lag: Callable[[], float | None]) -> None:
         self.state = state
         self.rollup_lag = rollup_lag
 
@@ -36,6 +36,14 @@ class SiteCollector:
         devices = self.state.devices()
         yield from _site_metrics(site, self.rollup_lag())
         yield from _device_metrics(devices)
+        worker_cpu = getattr(self.state, "worker_cpu_s", None)  # with workers: the parent's process metrics are its own
+        if worker_cpu is not None:
+            cpu = CounterMetricFamily("susee_worker_cpu_seconds", "CPU time of each worker process",
+                                      labels=["worker"])
+            for index, seconds in enumerate(worker_cpu()):
+                if seconds is not None:
+                    cpu.add_metric([str(index)], seconds)
+            yield cpu
 
 
 def _site_metrics(site, rollup_lag: float | None) -> Iterator[Metric]:
@@ -113,7 +121,7 @@ def _histogram(name: str, text: str, histogram: Histogram) -> HistogramMetricFam
     return HistogramMetricFamily(name, text, buckets=buckets, sum_value=histogram.total)
 
 
-def site_registry(state: SiteState, rollup_lag: Callable[[], float | None]) -> CollectorRegistry:
+def site_registry(state: Fleet, rollup_lag: Callable[[], float | None]) -> CollectorRegistry:
     """A registry of its own (never the global one): the site's collector and process CPU and memory."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SiteCollector(state, rollup_lag))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from susee import __version__
@@ -100,6 +100,7 @@ class SiteView:
     last_poll_s: float | None  # the newest tick any device finished
     write_latency: Histogram
     delay: Histogram
+    notes: tuple[str, ...] = ()  # what else keeps the site from being ready (e.g. a worker not answering)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,47 +174,61 @@ class TimedSink:
             self.write_sum_s += elapsed
 
 
-@dataclass
-class SiteState:
-    """Snapshots of one supervisor's site for the web (see the module doc)."""
+class Fleet:
+    """What the configuration says about the devices: shared by the one-process and the workers' views."""
 
-    supervisor: Supervisor
-    tap: Tap
-    sink: TimedSink | None = None
-    started_s: float = field(default_factory=time.time)
-    _plans: dict[str, DevicePlan] = field(init=False, repr=False)
-    _power: dict[str, str | None] = field(init=False, repr=False)
-    _static: list[tuple] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._plans = {plan.id: plan for plan in self.supervisor.plans}
-        self._power = {plan.id: _power_param(plan) for plan in self.supervisor.plans}
-        # What never changes, per device in the pollers' order (they follow the plans).
+    def __init__(self, plans: Sequence[DevicePlan], period_s: float) -> None:
+        self.plans = list(plans)
+        self.period_s = period_s
+        self.started_s = time.time()
+        self._plans = {plan.id: plan for plan in self.plans}
+        self._power = {plan.id: _power_param(plan) for plan in self.plans}
+        # What never changes, per device in configuration order (the pollers' order too).
         self._static = [
             (plan.id, plan.profile.name if plan.profile else None,
              dict(getattr(plan.settings, "tags", None) or {}),  # device tags arrive with the report branch
              self._power[plan.id])
-            for plan in self.supervisor.plans
+            for plan in self.plans
         ]
+
+    async def refresh(self) -> None:
+        """Bring the snapshots up to date before a request reads them (nothing to do in one process)."""
 
     def plan(self, device_id: str) -> DevicePlan | None:
         return self._plans.get(device_id)
 
     def rows_per_s(self) -> dict[str, float]:
         """Rows each device should store per second (its params / the period): completeness' denominator."""
-        period_s = self.supervisor.grid.period_s
-        return {plan.id: len(plan.param_ids) / period_s for plan in self.supervisor.plans if plan.profile is not None}
+        return {plan.id: len(plan.param_ids) / self.period_s for plan in self.plans if plan.profile is not None}
 
     def power_param(self, device_id: str) -> str | None:
         """The param shown as "active power now" (acronym P_TOT), if the device reads one."""
         return self._power.get(device_id)
+
+
+class SiteState(Fleet):
+    """Snapshots of one supervisor's site for the web (see the module doc)."""
+
+    def __init__(self, supervisor: Supervisor, tap: Tap, sink: TimedSink | None = None) -> None:
+        super().__init__(supervisor.plans, supervisor.grid.period_s)
+        self.supervisor = supervisor
+        self.tap = tap
+        self.sink = sink
+
+    @property
+    def stopping(self) -> bool:
+        return self.supervisor.stop_event.is_set()
+
+    @property
+    def database_online(self) -> bool:
+        return self.supervisor.writer.online
 
     def site(self) -> SiteView:
         writer = self.supervisor.writer
         view = _writer_view(writer)
         return SiteView(
             version=__version__, started_s=self.started_s, now_s=time.time(),
-            period_s=self.supervisor.grid.period_s, stopping=self.supervisor.stop_event.is_set(),
+            period_s=self.period_s, stopping=self.stopping,
             database=str(writer.sink.target), devices=len(self.supervisor.plans),
             last_poll_s=self.tap.newest_tick_s[0] or None,
             write_latency=Histogram(WRITE_BOUNDS_S, tuple(self.sink.write_counts), self.sink.write_sum_s)
