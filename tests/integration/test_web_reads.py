@@ -82,7 +82,8 @@ async def test_completeness_strip_and_lag_come_from_the_q15_table(settings) -> N
         await _execute(settings, ddl)
         for index in range(1, 5):  # the last hour: four buckets, half of the rows good
             for param in ("133", "222"):
-                await _execute(settings, insert, ("d1", param, bucket_text(end - index * BUCKET_S), 900, 450, 1))
+                code = 1 if param == "133" else 16  # the strip ORs the params' Codes: 17
+                await _execute(settings, insert, ("d1", param, bucket_text(end - index * BUCKET_S), 900, 450, code))
         reads = Reads(settings)
         try:
             assert await reads.has_rollups() is True
@@ -92,8 +93,10 @@ async def test_completeness_strip_and_lag_come_from_the_q15_table(settings) -> N
             assert shares["d1"] == (pytest.approx(0.5), pytest.approx(3600 / (2 * 86400)))
             assert shares["d2"] == (0.0, 0.0)
             strip = await reads.quality_strip("d1", now)
-            today = [b for b in strip if b["bucket"][:10] == time.strftime("%Y-%m-%d", time.gmtime(now))]
-            assert all(b["samples"] == 1800 and b["good"] == 900 and b["codes"] == 1 for b in today)
+            day = time.strftime("%Y-%m-%d", time.gmtime(now))
+            today = [b for b in strip if b["bucket"][:10] == day]
+            assert len(today) == sum(bucket_text(end - i * BUCKET_S)[:10] == day for i in range(1, 5))
+            assert all(b["samples"] == 1800 and b["good"] == 900 and b["codes"] == 17 for b in today)
             assert await reads.rollup_lag_s("d1", "133", now) == pytest.approx(now - end, abs=1)
         finally:
             await reads.close()

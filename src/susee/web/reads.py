@@ -33,6 +33,7 @@ MAX_SERIES_POINTS = 2000  # more than any sparkline or chart shows; the step gro
 TABLE_CHECK_EVERY_S = 60.0
 COMPLETENESS_EVERY_S = 300.0  # buckets complete every 15 minutes: five minutes late at most
 HOUR_S, DAY_S = 3600, 86400
+STRIP_ROWS = 96 * 200  # a day of buckets for a device of up to 200 params
 
 
 class SeriesRequestError(ValueError):
@@ -92,8 +93,9 @@ class Reads:
             if self.kind == "mysql" else "SELECT COUNT(*) FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?")
         self._good_sql = (f"SELECT idDevice, SUM(Good) FROM {quote}{self.q15}{quote} WHERE Bucket >= {mark} "
                           f"AND Bucket < {mark} GROUP BY idDevice")
-        self._strip_sql = (f"SELECT Bucket, SUM(Samples), SUM(Good), MAX(Codes) FROM {quote}{self.q15}{quote} "
-                           f"WHERE idDevice = {mark} AND Bucket >= {mark} GROUP BY Bucket ORDER BY Bucket LIMIT 200")
+        # Per param, OR-ed per bucket here: SQLite has no BIT_OR. A day of 96 buckets of the largest profile.
+        self._strip_sql = (f"SELECT Bucket, Samples, Good, Codes FROM {quote}{self.q15}{quote} "
+                           f"WHERE idDevice = {mark} AND Bucket >= {mark} ORDER BY Bucket LIMIT {STRIP_ROWS}")
         self._newest_sql = (f"SELECT MAX(Bucket) FROM {quote}{self.q15}{quote} WHERE idDevice = {mark} "
                             f"AND idParam = {mark}")
         self._gate = asyncio.Lock()  # one web query at a time on the web's connection
@@ -173,9 +175,13 @@ class Reads:
         if not await self.has_rollups():
             return None
         day_start = (now_s // DAY_S) * DAY_S
-        rows = await self._select(self._strip_sql, (device_id, bucket_text(day_start)))
-        return [{"bucket": str(bucket), "samples": int(samples or 0), "good": int(good or 0), "codes": int(codes or 0)}
-                for bucket, samples, good, codes in rows]
+        strip: dict[str, dict] = {}
+        for bucket, samples, good, codes in await self._select(self._strip_sql, (device_id, bucket_text(day_start))):
+            entry = strip.setdefault(str(bucket), {"bucket": str(bucket), "samples": 0, "good": 0, "codes": 0})
+            entry["samples"] += int(samples or 0)
+            entry["good"] += int(good or 0)
+            entry["codes"] |= int(codes or 0)
+        return list(strip.values())
 
     async def rollup_lag_s(self, device_id: str, param_id: str, now_s: float) -> float | None:
         """Seconds from the end of the newest rolled-up bucket of one series to now; None without rollups.
