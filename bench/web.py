@@ -130,7 +130,7 @@ def body_lines(url: str) -> list[str]:
 def measure_cpu(args: argparse.Namespace, tmp: Path, fleet: Fleet, env: dict) -> list[str]:
     """CPU per device-tick of the service with http off, then on (each on fresh tables)."""
     lines = []
-    for enabled in (False, True):
+    for enabled in (False, True) * args.rounds:  # alternated: a shared machine's load drifts
         database = create_database()
         port = free_port()
         base = f"http://127.0.0.1:{port}/"
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=15.0, help="--cpu: seconds before the CPU window")
     parser.add_argument("--units-per-port", type=int, default=10)
     parser.add_argument("--cpu", action="store_true", help="also compare service CPU with http off and on")
+    parser.add_argument("--rounds", type=int, default=1, help="--cpu: off/on pairs, alternated")
     parser.add_argument("--requests-every", type=float, default=15.0, metavar="S",
                         help="--cpu: a scrape and a fleet-data request every S seconds in the 'on' run "
                              "(default 15, Prometheus' usual interval; 0: none, the endpoint idle)")

@@ -253,10 +253,12 @@ async def api_device(request: web.Request) -> web.Response:
             strip = await reads.quality_strip(device_id, time.time())
         except SinkError:
             strip = None
-    view = next(d for d in state.devices() if d.id == device_id)
+    view = next((d for d in state.devices() if d.id == device_id), None)  # None before the first poll
+    plan = state.plan(device_id)
     return _json({
-        "device": device_id, "profile": view.profile, "status": view.status, "problem": view.problem,
-        "tags": view.tags, "power_param": state.power_param(device_id), "quality": strip,
+        "device": device_id, "profile": plan.profile.name if plan.profile else None,
+        "status": view.status if view else "waiting", "problem": view.problem if view else "",
+        "tags": view.tags if view else {}, "power_param": state.power_param(device_id), "quality": strip,
         # [report branch] today's 15-minute consumption by tariff band: null until its code is merged.
         "consumption": None,
     })

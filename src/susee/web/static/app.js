@@ -6,10 +6,11 @@
 const PAGE_ROWS = 100;          // rows rendered at once: 5,000 devices stay fast
 const SPARK_EVERY_MS = 120000;  // today's curve changes slowly: refetch each one every 2 minutes
 const SVG_NS = "http://www.w3.org/2000/svg";
+const RATE_WINDOW_S = 30;
 
 const state = {
   devices: [], now: 0, period: 5, sortKey: "id", sortDir: 1, page: 0,
-  lastRows: null, lastRowsAt: 0, dbReady: false, sparks: new Map(), timer: null,
+  rowsSeen: [], dbReady: false, sparks: new Map(), timer: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -67,14 +68,13 @@ async function refreshSite() {
     db.textContent = "OUTAGE since " + since + ", " + site.spool_rows + " rows in the spool";
     db.className = "offline";
   }
-  if (state.lastRows !== null && site.now > state.lastRowsAt) {
-    const rate = (site.rows_written - state.lastRows) / (site.now - state.lastRowsAt);
-    $("site-rate").textContent = rate.toFixed(0);
-  }
-  state.lastRows = site.rows_written;
+  // Rows arrive in batches: the rate is taken over the last RATE_WINDOW_S, not between two refreshes.
+  state.rowsSeen.push([site.now, site.rows_written]);
+  while (state.rowsSeen.length > 2 && site.now - state.rowsSeen[1][0] >= RATE_WINDOW_S) state.rowsSeen.shift();
+  const [t0, rows0] = state.rowsSeen[0];
+  if (site.now > t0) $("site-rate").textContent = ((site.rows_written - rows0) / (site.now - t0)).toFixed(0);
   // Curves come from the database: not asked for while it is away or before its first rows.
   state.dbReady = site.online && site.rows_written > 0;
-  state.lastRowsAt = site.now;
   $("site-devices").textContent = site.devices;
   $("site-version").textContent = site.version;
   $("site-uptime").textContent = ago(site.uptime_s);
