@@ -1,4 +1,4 @@
-"""Transports and buses: settings, bus keys, fair paced turns, backoff of silent devices."""
+"""Transports and buses: settings, bus keys, fair paced turns, the backoff schedule of silent devices."""
 
 from __future__ import annotations
 
@@ -12,17 +12,10 @@ from types import SimpleNamespace
 import pytest
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from support import FakeClock, ReadsInTurn
 from susee import transport
 from susee.buses import Backoff, BusScheduler, backoff_cap_ticks
 from susee.config import ConfigError, DeviceSettings, load_settings
-from susee.devices import DevicePlan
 from susee.fastlink import FastTcpLink
-from susee.planner import plan_reads
-from susee.poller import Poller
-from susee.profiles import load_profile
-from susee.quality import Code
-from susee.ticks import TickGrid
 from susee.transport import (
     Endpoint,
     LinkError,
@@ -36,7 +29,6 @@ from susee.transport import (
 
 EXIT_CONFIG = 2
 CLI_TIMEOUT_S = 30
-T0 = 1_700_000_000.0
 
 SITE = """\
 database: {url: "sqlite:///susee-test.db"}
@@ -510,53 +502,3 @@ def test_backoff_schedule(script, cap_ticks, ticks) -> None:
 )
 def test_backoff_cap_is_64_ticks_or_5_minutes(period_s, cap_ticks) -> None:
     assert backoff_cap_ticks(period_s) == cap_ticks
-
-
-
-
-class SilentLink(ReadsInTurn):
-    """A device that times out (after ``timeout_s`` virtual seconds) until ``heal()``."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.silent = True
-        self.reads: list[float] = []
-
-    async def read(self, unit, function, address, count, timeout_s):
-        self.reads.append(self.clock.now())
-        await asyncio.sleep(0)
-        if self.silent:
-            self.clock.t += timeout_s
-            raise LinkError(f"no answer within {timeout_s:g} s", timed_out=True)
-        self.clock.t += 0.05
-        return bytes(2 * count) if function >= 3 else [0] * count  # registers come as their wire bytes
-
-
-async def test_backed_off_device_still_writes_code_1_rows_every_tick_and_recovers_on_answer() -> None:
-    clock = FakeClock(T0 - 0.5)
-    link = SilentLink(clock)
-    profile = load_profile("pac3200")
-    settings = DeviceSettings(id="dead", host="127.0.0.1", timeout=0.3)
-    plan = DevicePlan(settings=settings, profile=profile, blocks=plan_reads(profile, profile.default_ids))
-    polls: list[list] = []
-    poller = Poller(plan, link, TickGrid(1), clock, polls.append)
-
-    task = asyncio.create_task(poller.run())
-    while len(polls) < 8:
-        await asyncio.sleep(0)
-    link.silent = False
-    while len(polls) < 12:
-        await asyncio.sleep(0)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-    assert [poll[0].tick_s - T0 for poll in polls[:12]] == list(range(12))  # a row set every tick
-    for poll in polls[:8]:
-        assert {(s.value, s.code) for s in poll} == {(None, Code.ERR_CONNECTION)}
-        assert len(poll) == len(plan.param_ids)
-    # Probes on ticks 0, 2, 5 (timeouts), then 10: answered; 1, 3-4, 6-9 skipped.
-    assert [t - T0 for t in link.reads[:3]] == [0, 2, 5]
-    assert link.reads[3] - T0 == 10 and all(s.code == 0 for s in polls[10])
-    assert all(s.code == 0 for s in polls[11])
-    assert poller.stats.skipped_polls == 7
-    assert poller.stats.missed_ticks == 0

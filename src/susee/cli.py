@@ -11,7 +11,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from susee import __version__, commands, legacy, profile_commands
-from susee.config import ConfigError
+from susee.config import ConfigError, StartError
 
 EXIT_CONFIG = 2
 COMMANDS = ("run", "check", "migrate", "read", "last", "simulate", "profile", "import-legacy")
@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The service logs at the configured level; one-shot commands print
             # their results and only log what went wrong.
             logging.getLogger().setLevel(site.settings.log_level if command == "run" else "WARNING")
+            if command != "run":  # one-shot commands print the database's errors themselves: once
+                logging.getLogger("susee.sinks").setLevel("ERROR")
         if command == "run":
             return run_async(commands.run(site, getattr(args, "duration", None), worker, level))
         if command == "check":
@@ -89,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # output piped into head & co.
@@ -108,7 +113,9 @@ def setup_logging(level: str, tag: str = "") -> None:
     """Log to stderr; ``tag`` (e.g. "worker 1/4 ") marks each line of a worker process."""
     logging.basicConfig(
         level=level,
-        format=f"%(asctime)s %(levelname)-7s {tag}%(name)s: %(message)s",
+        # ISO 8601 with Z: the time is UTC (like the Date column), and says so.
+        format=f"%(asctime)s.%(msecs)03dZ %(levelname)-7s {tag}%(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stderr,
     )
     logging.Formatter.converter = __import__("time").gmtime  # log times in UTC, like the Date column

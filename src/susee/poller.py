@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from susee.buses import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
 from susee.planner import BlockRead
 from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response
-from susee.sample import Sample
+from susee.sample import Sample, fast_tuple
 from susee.shown import first_few
 from susee.ticks import Clock, TickGrid
 from susee.transport import Answer, ExceptionResponse, Link, LinkError, Read
@@ -31,11 +31,12 @@ log = logging.getLogger(__name__)
 # Plain ints: an IntFlag operation costs a Python-level call, on every device-tick.
 _NO_ANSWER = int(Code.ERR_CONNECTION)
 _VALUE_NAN = int(Code.VALUE_NAN)
-# Builds a Sample from a tuple of its fields in C; Sample(...) goes through a
-# Python-level __new__ that costs twice as much, eight times per device-tick.
-_new_sample = tuple.__new__
 
 Emit = Callable[[list[Sample]], None]
+
+
+def _never() -> bool:
+    return False
 
 
 
@@ -112,7 +113,7 @@ class Poller:
     """Polls one device on the shared tick grid and emits its samples."""
 
     def __init__(self, plan: DevicePlan, link: Link | None, grid: TickGrid, clock: Clock, emit: Emit,
-                 reports: PollReports | None = None) -> None:
+                 reports: PollReports | None = None, paused: Callable[[], bool] | None = None) -> None:
         self.plan = plan
         self.reports = reports or PollReports(grid.period_s)
         self._told_unexpected = False  # this device's first unexpected error was logged in full
@@ -120,7 +121,8 @@ class Poller:
         self.grid = grid
         self.clock = clock
         self.emit = emit
-        self.paused: Callable[[], bool] = lambda: False  # the supervisor's "spool full: skip this tick"
+        # Asked before every tick: True skips it (the store's "spool full: acquisition paused").
+        self.paused: Callable[[], bool] = paused or _never
         self.stats = PollStats()
         self.backoff = Backoff(plan.id, backoff_cap_ticks(grid.period_s), self.reports)
         self._reads = tuple(Read(block.function, block.address, block.count) for block in plan.blocks)
@@ -156,6 +158,10 @@ class Poller:
                     self.reports.overruns.add(self.plan.id, skipped)
                     index = following
                     tick_s = grid.time_of(index)
+
+    def snapshot(self) -> PollStats:
+        """A copy of this device's counters, for summaries and status: polling goes on changing its own."""
+        return replace(self.stats, codes=dict(self.stats.codes))
 
     def stop(self, at_s: float) -> bool:
         """Poll no tick later than ``at_s``; True if the caller may cancel now.
@@ -239,7 +245,7 @@ class Poller:
             values = block.decode_values(buffer)
         except Exception:  # field by field, so that only the culprit gets Code 2
             return self._decoded_by_field(block, buffer, tick_s, delay_ms)
-        samples = [_new_sample(Sample, (device_id, param_id, tick_s, value, delay_ms, 0))
+        samples = [fast_tuple(Sample, (device_id, param_id, tick_s, value, delay_ms, 0))
                    for param_id, value in zip(block.param_ids, values)]
         if None in values:  # not finite: Code 16
             for index, value in enumerate(values):

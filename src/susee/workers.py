@@ -41,8 +41,8 @@ from susee.devices import DevicePlan
 from susee.sinks import SinkError, create_sink
 from susee.spool import Spool
 from susee.spool import inspect as inspect_spool
-from susee.supervisor import embedded_simulator
-from susee.writer import Writer
+from susee.simulator import embedded_simulator
+from susee.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,12 @@ def spool_folder(root: Path, index: int, count: int) -> Path:
     return root if count == 1 else root / f"{WORKER_FOLDER_PREFIX}{index}"
 
 
+def worker_settings(settings: Settings, index: int, count: int) -> Settings:
+    """What worker ``index`` of ``count`` runs with: its own spool folder, no simulator (the parent hosts it)."""
+    worker = settings.with_spool(spool_folder(settings.spool.path, index, count))
+    return worker.model_copy(update={"simulator": None})
+
+
 def orphan_spools(root: Path, count: int) -> list[Path]:
     """Spool folders holding rows that no process of a ``count``-worker run owns.
 
@@ -125,28 +131,33 @@ def orphan_spools(root: Path, count: int) -> list[Path]:
 
 
 class OrphanReplay:
-    """Writers that only replay the spool folders no worker owns, until closed."""
+    """Replays the spool folders no worker owns into the database, until closed.
+
+    Each folder gets a store of its own (its own connection, spool thread and
+    outage state) and no writer: with nothing submitted, it only probes and replays.
+    """
 
     def __init__(self, settings: Settings, folders: Sequence[Path]) -> None:
-        self.writers = [
-            Writer(create_sink(settings.database_target(), settings.job_id), settings.writer,
-                   spool=Spool(folder, settings.spool.max_bytes, settings.spool.when_full))
+        self.stores = [
+            Store(create_sink(settings.database_target(), settings.job_id),
+                  Spool(folder, settings.spool.max_bytes, settings.spool.when_full),
+                  write_timeout_s=settings.database.write_timeout)
             for folder in folders
         ]
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        for writer in self.writers:
+        for store in self.stores:
             log.warning("spool %s belongs to no process of this run (an earlier run had another worker count): "
-                        "replaying it", writer.spool.folder)
-            self._tasks.append(asyncio.create_task(writer.run(), name=f"replay-{writer.spool.folder.name}"))
+                        "replaying it", store.spool.folder)
+            self._tasks.append(asyncio.create_task(store.run(), name=f"replay-{store.spool.folder.name}"))
 
     async def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
+        for store in self.stores:
+            store.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in self.writers:
-            await writer.sink.close()
+        for store in self.stores:
+            await store.sink.close()
 
 
 class Workers:

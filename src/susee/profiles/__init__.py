@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from susee.codec import BIT_FUNCTIONS, DATA_TYPES, ORDER_ALIASES, ORDERS, normalise_order, parse_bits
-from susee.config import ID_PATTERN, YAML_LOADER
+from susee.config import ID_PATTERN, load_yaml
 from susee.validation import describe_errors
 
 # The Modbus protocol caps a register read at 125 words (PDU of 253 bytes)
@@ -117,18 +117,22 @@ class ParamSpec(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamSpec:
+        problems = []
         is_bit = self.type == "bit"
         if is_bit != (self.function in BIT_FUNCTIONS):
             if is_bit:
-                raise ValueError("field 'function': type bit is read with function 1 (coils) or 2 (discrete inputs)")
-            raise ValueError(f"field 'type': function {self.function} reads bits; use type bit, not {self.type!r}")
+                problems.append("field 'function': type bit is read with function 1 (coils) or 2 (discrete inputs)")
+            else:
+                problems.append(f"field 'type': function {self.function} reads bits; use type bit, not {self.type!r}")
         if is_bit and (self.bits is not None or self.scale_register is not None):
-            raise ValueError("field 'bits': a bit param is already one bit; bits and scale_register do not apply")
-        if self.bits is not None:
+            problems.append("field 'bits': a bit param is already one bit; bits and scale_register do not apply")
+        elif self.bits is not None:
             try:
                 parse_bits(self.bits, self.type)
             except ValueError as exc:
-                raise ValueError(f"field 'bits': {exc}") from None
+                problems.append(f"field 'bits': {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -169,23 +173,30 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
+        # Every problem at once: a profile is fixed in one go, not one error per run.
+        problems = self.problems(list(enumerate(self.params)), self.default_params)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def problems(self, params: list[tuple[int, ParamSpec]], default_params: list[str]) -> list[str]:
+        """What is wrong between the ``(index, param)`` pairs: duplicate ids, addresses, unknown default ids."""
+        problems = []
         seen: dict[str, int] = {}
-        for index, param in enumerate(self.params):
+        for index, param in params:
             where = f"params[{index}] (id {param.id!r})"
             if param.id in seen:
-                raise ValueError(f"{where}: field 'id': duplicate of params[{seen[param.id]}]")
-            seen[param.id] = index
+                problems.append(f"{where}: field 'id': duplicate of params[{seen[param.id]}]")
+            seen.setdefault(param.id, index)
             problem = self.address_problem(param)
             if problem:
-                raise ValueError(f"{where}: {problem}")
+                problems.append(f"{where}: {problem}")
             if param.words > self.max_registers:
-                raise ValueError(
-                    f"{where}: field 'type': {param.words} words exceed max_registers {self.max_registers}"
-                )
-        for param_id in self.default_params:
+                problems.append(f"{where}: field 'type': {param.words} words exceed max_registers {self.max_registers}")
+        for param_id in default_params:
             if param_id not in seen:
-                raise ValueError(f"default_params: {param_id!r} is not a param of this profile")
-        return self
+                problems.append(f"default_params: {param_id!r} is not a param of this profile")
+        return problems
 
     @cached_property
     def by_id(self) -> dict[str, ParamSpec]:
@@ -264,7 +275,7 @@ def load_profile(reference: str, base_dir: Path | None = None) -> Profile:
         except OSError as exc:
             raise ProfileError(f"{source}: cannot read profile: {exc.strerror}") from exc
     try:
-        data = yaml.load(text, Loader=YAML_LOADER)
+        data = load_yaml(text, source)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -272,7 +283,32 @@ def load_profile(reference: str, base_dir: Path | None = None) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"{source}: " + "; ".join(describe_errors(exc, data, "params"))) from exc
+        problems = describe_errors(exc, data, "params", Profile) + _problems_between_valid_params(exc, data)
+        raise ProfileError(f"{source}: " + "; ".join(problems)) from exc
+
+
+def _problems_between_valid_params(exc: ValidationError, data: dict) -> list[str]:
+    """The checks across params (duplicate ids, addresses) among the params valid on their own.
+
+    pydantic runs them only once every param is valid, which would reveal
+    them one run after the errors in ``exc`` are fixed. Only when every error
+    is inside a param: the header (address base, limits) is then valid.
+    """
+    if any(error["loc"][:1] != ("params",) for error in exc.errors()) or not isinstance(data.get("params"), list):
+        return []
+    valid = []
+    for index, entry in enumerate(data["params"]):
+        try:
+            valid.append((index, ParamSpec.model_validate(entry)))
+        except ValidationError:
+            continue
+    header = {key: value for key, value in data.items() if key in Profile.model_fields and key != "params"}
+    try:
+        profile = Profile.model_validate({**header, "params": [{"id": "_", "address": 0, "type": "uint16"}],
+                                          "default_params": []})
+    except ValidationError:
+        return []
+    return profile.problems(valid, [])  # default_params: the invalid params' ids are unknown here
 
 
 

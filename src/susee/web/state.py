@@ -2,18 +2,19 @@
 
 Everything the page, the API and the metrics know about the running service
 comes from :class:`SiteState`, as frozen snapshots taken when someone asks
-(a scrape, a page refresh), never from the hot path. It reads today's
-counters (``Poller.stats``, the writer's attributes, the spool's sizes);
-when the writer and the pollers offer frozen ``stats()`` snapshots, only the
-``_poller_counts`` and ``_writer_view`` functions below change.
+(a scrape, a page refresh), never from the hot path: ``Poller.snapshot()``,
+``Writer.stats()`` (with the store's), read in ``_poller_counts`` and
+``_writer_view`` only.
 
-Two things the service does not count yet are taken here, cheaply:
+Two things the service does not keep are taken here, cheaply:
 
 - :class:`Tap` wraps the pollers' ``emit``: per device-tick it keeps a
   reference to the tick's samples (the last values, Code and Delay), the time
-  of the last good tick, and one count in a fixed-bucket Delay histogram:
-  a dictionary store and a bisect, about a microsecond per device-tick.
-- :class:`TimedSink` wraps the sink to time each batch write.
+  of the last good tick, and one count in a fixed-bucket Delay histogram
+  that is never reset (Prometheus wants it cumulative; the status line's
+  histogram is reset at each line): about a microsecond per device-tick.
+- :class:`TimedSink` wraps the sink to time each batch write (the store
+  keeps only the last write's time).
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ class SiteState(Fleet):
 
     @property
     def database_online(self) -> bool:
-        return self.supervisor.writer.online
+        return self.supervisor.writer.stats().store.online
 
     def site(self) -> SiteView:
         writer = self.supervisor.writer
@@ -229,7 +230,7 @@ class SiteState(Fleet):
         return SiteView(
             version=__version__, started_s=self.started_s, now_s=time.time(),
             period_s=self.period_s, stopping=self.stopping,
-            database=str(writer.sink.target), devices=len(self.supervisor.plans),
+            database=str(self.supervisor.sink.target), devices=len(self.supervisor.plans),
             last_poll_s=self.tap.newest_tick_s[0] or None,
             write_latency=Histogram(WRITE_BOUNDS_S, tuple(self.sink.write_counts), self.sink.write_sum_s)
             if self.sink is not None else Histogram(WRITE_BOUNDS_S, (0,) * (len(WRITE_BOUNDS_S) + 1), 0.0),
@@ -295,10 +296,10 @@ def _power_param(plan: DevicePlan) -> str | None:
 
 def _poller_counts(poller) -> tuple[int, int, int, dict[int, int], bool]:
     """(polls, missed ticks, skipped polls, failures per Code bit, backing off) of one poller."""
-    stats = poller.stats
+    stats = poller.snapshot()
     failures: dict[int, int] = {}
     if stats.codes:
-        for code, count in list(stats.codes.items()):
+        for code, count in stats.codes.items():
             for bit in CODE_BITS:
                 if code & bit:
                     failures[bit] = failures.get(bit, 0) + count
@@ -306,11 +307,12 @@ def _poller_counts(poller) -> tuple[int, int, int, dict[int, int], bool]:
 
 
 def _writer_view(writer) -> dict:
-    """The writer's and spool's counters as SiteView fields."""
-    outage_started = getattr(writer, "_outage_started", None)  # monotonic; the writer has no public view yet
-    outage_since = None if outage_started is None else time.time() - (time.monotonic() - outage_started)
+    """The writer's and the store's stats snapshot as SiteView fields."""
+    stats = writer.stats()
+    store = stats.store
     return dict(
-        online=writer.online, outage_since_s=outage_since, paused=writer.paused, queue_rows=writer.backlog_rows,
-        rows_written=writer.rows_written, rows_spooled=writer.rows_spooled, rows_replayed=writer.rows_replayed,
-        rows_dropped=writer.rows_dropped, spool_rows=writer.spool.pending_rows, spool_bytes=writer.spool.size_bytes,
+        online=store.online, outage_since_s=store.outage_started_at, paused=store.paused,
+        queue_rows=stats.backlog_rows, rows_written=store.rows_written, rows_spooled=store.rows_spooled,
+        rows_replayed=store.rows_replayed, rows_dropped=store.rows_dropped, spool_rows=store.spool_rows,
+        spool_bytes=store.spool_bytes,
     )
