@@ -206,7 +206,7 @@ async def test_a_port_in_use_is_one_clear_error_naming_the_address(tmp_path, mon
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         site = load_site(str(write_config(tmp_path, 1502, [{"id": "d00"}], {"listen": address})))
-        view = LiveView(site.settings)
+        view = LiveView(site.settings, site.plans)
         supervisor = Supervisor(site.settings, site.plans, create_sink(site.settings.database_target(), "000"),
                                 handle_signals=False, observe=view.tap.wrap)
         with pytest.raises(ConfigError, match=f"http.listen {address}: cannot listen: .*in use"):

@@ -20,7 +20,7 @@ DELAY_CASES = [
 
 @pytest.mark.parametrize(("delays", "expected"), DELAY_CASES)
 def test_each_device_tick_counts_once_in_its_delay_bucket(delays, expected) -> None:
-    tap = Tap()
+    tap = Tap({"d1": "133"})
     emit = tap.wrap(lambda samples: None)
     for index, delay in enumerate(delays):
         emit([Sample("d1", "133", 100.0 + index, 1.0, delay / 2, 0), Sample("d1", "222", 100.0 + index, 2.0, delay, 0)])
@@ -30,7 +30,7 @@ def test_each_device_tick_counts_once_in_its_delay_bucket(delays, expected) -> N
 
 def test_last_good_tick_stays_while_later_ticks_fail_and_every_tick_reaches_the_writer() -> None:
     written: list[list[Sample]] = []
-    tap = Tap()
+    tap = Tap({"d1": "133"})
     emit = tap.wrap(written.append)
     good = [Sample("d1", "133", 10.0, 5.0, 3.0, 0)]
     failed = [Sample("d1", "133", 11.0, None, 300.0, 1)]
@@ -38,5 +38,5 @@ def test_last_good_tick_stays_while_later_ticks_fail_and_every_tick_reaches_the_
     emit(failed)
     emit([])  # nothing to keep, still handed over
     assert written == [good, failed, []]
-    assert tap.last["d1"] is failed and tap.last_good_s == {"d1": 10.0}
+    assert tap.last == {"d1": (11.0, 300.0, 1, None)} and tap.last_good_s == {"d1": 10.0}
     assert tap.newest_tick_s[0] == 11.0

@@ -73,7 +73,7 @@ async def running_site(folder: Path, devices: list[dict] | None = None, units=(1
     async with Pac3200Simulator(port=0, units=units, record=False) as simulator:
         devices = devices or [{"id": f"d{index:02d}", "unit": unit} for index, unit in enumerate(units)]
         site = load_site(str(write_config(folder, simulator.port, devices, http)))
-        view = LiveView(site.settings)
+        view = LiveView(site.settings, site.plans)
         sink = view.timed(create_sink(site.settings.database_target(), site.settings.job_id))
         supervisor = Supervisor(site.settings, site.plans, sink, handle_signals=False, observe=view.tap.wrap)
         async with view.serving(view.site_state(supervisor)) as url:

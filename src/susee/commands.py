@@ -68,7 +68,7 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     if problem is not None:
         raise ConfigError(f"{site.path}: field 'spool.path': {settings.spool.path} cannot be used: {problem}")
     count = worker_count(settings.workers, plans)
-    view = live_view(settings)  # [web]
+    view = live_view(settings, plans)  # [web]
     if worker is None and count > 1:
         workers = Workers(site.path, settings, count, duration_s, log_level, report_state=view is not None)
         if view is None:
@@ -104,7 +104,7 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
         await replay.close()
 
 
-def live_view(settings: Settings):
+def live_view(settings: Settings, plans: list[DevicePlan]):
     """The HTTP endpoint (``susee.web.LiveView``) when enabled and installed, else None."""
     if not settings.http.enabled:
         return None
@@ -113,7 +113,7 @@ def live_view(settings: Settings):
     except ImportError as exc:
         log.warning("http: the live view needs the web extra (pip install 'susee[web]'): %s; not serving it", exc)
         return None
-    return LiveView(settings)
+    return LiveView(settings, plans)
 
 
 async def migrate(site: Site) -> int:

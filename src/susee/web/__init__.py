@@ -19,7 +19,7 @@ from susee.config import ConfigError, Settings, host_port
 from susee.web.app import build_app
 from susee.web.reads import Reads
 from susee.web.shares import SharesState, worker_snapshot
-from susee.web.state import Fleet, SiteState, Tap, TimedSink
+from susee.web.state import Fleet, SiteState, Tap, TimedSink, power_params
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 class LiveView:
     """The HTTP endpoint of one site."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, plans) -> None:
         self.settings = settings
-        self.tap = Tap()
+        self.tap = Tap(power_params(plans))
         self.sink: TimedSink | None = None
 
     def timed(self, sink):

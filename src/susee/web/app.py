@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from susee.quality import describe
-from susee.sinks import SinkError, format_tick
+from susee.sinks import SinkError
 from susee.web.metrics import exposition, site_registry
 from susee.web.reads import Reads, SeriesRequestError
 from susee.web.state import Fleet
@@ -224,21 +224,16 @@ def _fleet_answer(state: Fleet, completeness: dict, now: float) -> web.Response:
 
 
 async def api_last(request: web.Request) -> web.Response:
-    """The newest value of each param of one device: from the Last table, or memory while it is unreachable."""
+    """The newest value of each param of one device, from the Last table ("unavailable" while it is away)."""
     state, reads = request.app[STATE_KEY], request.app[READS_KEY]
     device_id = _device_param(request, state)
-    values, source = [], "memory"
+    values, source = [], "unavailable"
     if state.database_online:
         try:
             values = _described(state, device_id, await reads.last(device_id))
             source = "database"
         except SinkError:
-            values = []
-    if source == "memory":
-        values = [{"param": v.param_id, "acronym": v.acronym, "descr_eng": v.descr_eng, "descr_ita": v.descr_ita,
-                   "unit": v.unit, "value": _number(v.value), "code": v.code, "code_text": describe(v.code),
-                   "date": format_tick(v.tick_s), "delay_ms": round(v.delay_ms, 1)}
-                  for v in state.last_values(device_id)]
+            pass
     return _json({"device": device_id, "source": source, "values": values})
 
 

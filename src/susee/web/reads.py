@@ -31,6 +31,9 @@ BUCKET_S = 900  # the Q15 grid (CONTRACT.md)
 MAX_SERIES_RANGE_S = 7 * 86400  # one request: at most a week
 MAX_SERIES_POINTS = 2000  # more than any sparkline or chart shows; the step grows to fit
 TABLE_CHECK_EVERY_S = 60.0
+# A page or a scrape waits at most this for the database (queue behind the lock included);
+# the queries are bounded and take milliseconds on a healthy server.
+READ_TIMEOUT_S = 5.0
 COMPLETENESS_EVERY_S = 300.0  # buckets complete every 15 minutes: five minutes late at most
 HOUR_S, DAY_S = 3600, 86400
 STRIP_ROWS = 96 * 200  # a day of buckets for a device of up to 200 params
@@ -112,8 +115,12 @@ class Reads:
         await self.sink.close()
 
     async def _select(self, sql: str, params: tuple) -> list[tuple]:
-        async with self._gate:
-            return await self.sink.select(sql, params)
+        """SinkError also when the database takes longer than READ_TIMEOUT_S (a page must not hang)."""
+        try:
+            async with self._gate:
+                return await asyncio.wait_for(self.sink.select(sql, params), READ_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise SinkError(f"{self.sink.target}: no answer to a read within {READ_TIMEOUT_S:g} s") from None
 
     async def last(self, device_id: str) -> list[tuple]:
         """(idParam, Date, Value, Delay, Code) of the device's rows in Last; SinkError when unreachable."""

@@ -105,9 +105,6 @@ class SharesState(Fleet):
                                                    None, None)
                 for device_id, profile, tags, _ in self._static]
 
-    def last_values(self, device_id: str) -> list:
-        return []  # the parent holds no samples: the device page reads the Last table
-
     def worker_cpu_s(self) -> list[float | None]:
         return [s["cpu_s"] if s else None for s in self._snapshots]
 

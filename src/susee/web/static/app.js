@@ -239,7 +239,8 @@ async function refreshDevice(id) {
   const [device, last] = await Promise.all([getJSON("api/device" + query), getJSON("api/last" + query)]);
   $("device-id").textContent = device.device;
   $("device-status").textContent = device.problem ? device.status + ": " + device.problem : device.status;
-  $("last-source").textContent = last.source === "database" ? "(from the database)" : "(database unreachable: in memory)";
+  $("last-source").textContent = last.source === "database" ? "(from the database)"
+    : "(the database is not reachable: shown again when it answers)";
   const rows = document.createDocumentFragment();
   for (const v of last.values) {
     const row = document.createElement("tr");
