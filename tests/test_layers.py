@@ -19,18 +19,18 @@ SOURCE = Path(__file__).resolve().parent.parent / "src"
 # (layer, module patterns), from the top. Patterns are fnmatch-style; a
 # package's modules are "susee.links" and "susee.links.*".
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("cli", ("susee.cli", "susee.__main__")),
+    ("cli", ("susee.cli", "susee.__main__", "susee.logs")),
     ("commands", ("susee.commands", "susee.profile_commands", "susee.legacy", "susee.report", "susee.report.*")),
     ("supervision", ("susee.supervisor", "susee.workers", "susee.http", "susee.http.*", "susee.web", "susee.web.*",
                      "susee.status")),
     # devices composes settings, profiles, a link endpoint and the sinks' param rows into a device's plan.
-    ("acquisition", ("susee.poller", "susee.writer", "susee.devices")),
-    ("io", ("susee.links", "susee.links.*", "susee.transport", "susee.fastlink", "susee.buses", "susee.modbus",
+    ("acquisition", ("susee.poller", "susee.backoff", "susee.writer", "susee.devices")),
+    ("io", ("susee.links", "susee.links.*",
             "susee.store", "susee.replay", "susee.rollup", "susee.sinks", "susee.sinks.*", "susee.spool",
             "susee.simulator")),
     ("foundation", ("susee", "susee.config", "susee.validation", "susee.codec", "susee.planner", "susee.profiles",
                     "susee.quality", "susee.sample", "susee.ticks", "susee.shown", "susee.migrations",
-                    "susee.runtime", "susee.simulator_model")),
+                    "susee.runtime", "susee.simulator_model", "susee.expressions", "susee.bus_key")),
 ]
 
 

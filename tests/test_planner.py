@@ -20,7 +20,7 @@ from susee.profiles import MODBUS_MAX_REGISTERS, Profile, load_profile
 from susee.quality import Code
 from susee.sample import Sample
 from susee.ticks import TickGrid
-from susee.transport import ExceptionResponse
+from susee.links import ExceptionResponse
 
 PAC3200_DEFAULT = ["104", "107", "132", "133", "134", "135", "222", "226"]
 

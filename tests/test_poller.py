@@ -11,13 +11,13 @@ from support import FakeClock, ReadsInTurn
 from susee.codec import registers_to_bytes
 from susee.config import DeviceSettings
 from susee.devices import DevicePlan
+from susee.links import ExceptionResponse, LinkError
 from susee.planner import plan_reads
 from susee.poller import Poller, code_for_failure
 from susee.profiles import load_profile
 from susee.quality import Code
 from susee.sample import Sample
 from susee.ticks import TickGrid
-from susee.transport import ExceptionResponse, LinkError
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC, a multiple of 10 s and of 15 min + 100 s
 

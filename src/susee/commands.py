@@ -19,7 +19,7 @@ from susee.spool import inspect as inspect_spool
 from susee.simulator import embedded_simulator
 from susee.supervisor import Supervisor
 from susee.ticks import TickGrid, WallClock
-from susee.transport import LinkPool
+from susee.links.pool import LinkPool
 from susee.workers import (
     OrphanReplay,
     Workers,

@@ -25,6 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from susee.bus_key import BusKey, serial_bus, tcp_bus
 from susee.validation import describe_errors
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,16}$")
@@ -128,6 +129,8 @@ class DeviceSettings(_Section):
     params: list[str] | None = None
     # Register numbering of this device's manual, overriding the profile's (0 or 1).
     address_base: Literal[0, 1] | None = None
+    # Labels for reports, e.g. {building: A, use: hvac}: `susee report --by tag:building`.
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("id", mode="before")
     @classmethod
@@ -146,6 +149,13 @@ class DeviceSettings(_Section):
     def _params_text(cls, value: object) -> object:
         if isinstance(value, list):
             return [str(v) if isinstance(v, int) else v for v in value]
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_text(cls, value: object) -> object:
+        if isinstance(value, dict):  # {floor: 2} means "2"
+            return {str(k): str(v) if isinstance(v, (int, float)) else v for k, v in value.items()}
         return value
 
     @field_validator("serial", mode="before")
@@ -167,14 +177,14 @@ class DeviceSettings(_Section):
         return self
 
     @property
-    def bus(self) -> str:
+    def bus(self) -> BusKey:
         """Devices with equal ``bus`` share one connection: a serial port or a host:port."""
-        return f"serial port {self.serial.port}" if self.serial is not None else f"host:port {self.host}:{self.port}"
+        return serial_bus(self.serial.port) if self.serial is not None else tcp_bus(self.host or "", self.port)
 
 
 def check_buses(devices: list[DeviceSettings]) -> None:
     """Raise ValueError naming both devices when devices sharing a bus disagree on its framing."""
-    first: dict[str, int] = {}
+    first: dict[BusKey, int] = {}
     for index, device in enumerate(devices):
         if not device.enabled:
             continue
@@ -193,6 +203,25 @@ def check_buses(devices: list[DeviceSettings]) -> None:
                     f"devices[{index}] (id {device.id!r}): field {field!r}: {mine} differs from {theirs} of "
                     f"devices[{other_index}] (id {other.id!r}) on the same {device.bus}"
                 )
+
+
+def check_virtual_meters(virtual_meters: dict[str, str], device_ids: Mapping[str, int]) -> None:
+    """Raise ValueError naming the virtual meter whose name or expression is wrong."""
+    from susee.expressions import ExpressionError, parse_expression
+
+    for name, expression in virtual_meters.items():
+        where = f"virtual_meters.{name}"
+        if not ID_PATTERN.fullmatch(name):
+            raise ValueError(f"{where}: name must be 1-20 characters of letters, digits, _ . : -")
+        if name in device_ids:
+            raise ValueError(f"{where}: name is already a device id")
+        try:
+            terms = parse_expression(expression)
+        except ExpressionError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        unknown = [device for _, device in terms if device not in device_ids]
+        if unknown:
+            raise ValueError(f"{where}: {', '.join(map(repr, unknown))} not a device id")
 
 
 class WriterSettings(_Section):
@@ -339,6 +368,11 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings | None = None
     http: HttpSettings = Field(default_factory=HttpSettings)
     devices: list[DeviceSettings] = Field(default_factory=list)
+    # Reports: the site's IANA time zone (intervals and tariff bands follow its
+    # civil time; rows stay in UTC) and meters computed from real ones, e.g.
+    # {unmetered: "main - hvac - lighting"} (see susee.expressions).
+    timezone: str = "UTC"
+    virtual_meters: dict[str, str] = Field(default_factory=dict)
 
     # The original susee's .env names.
     user_db: str | None = Field(default=None, validation_alias="user_db")
@@ -383,6 +417,17 @@ class Settings(BaseSettings):
             raise ValueError("job_id must match ^[A-Za-z0-9_]{1,16}$")
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Rome, UTC)") from None
+        return value
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         if self.sample_shift >= self.sample_time:
@@ -395,6 +440,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"devices[{index}] (id {device.id!r}): field 'id': duplicate of devices[{seen[device.id]}]")
             seen[device.id] = index
         check_buses(self.devices)
+        check_virtual_meters(self.virtual_meters, seen)
         if self.database.url is None and self.host_db is None:
             raise ValueError("database.url: required (or host_db/port_db from the original susee .env)")
         if self.workers != 1 and self.database_url.startswith("sqlite"):

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from susee.buses import Backoff, backoff_cap_ticks
+from susee.backoff import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
 from susee.planner import BlockRead
@@ -24,7 +24,7 @@ from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_respo
 from susee.sample import Sample, fast_tuple
 from susee.shown import first_few
 from susee.ticks import Clock, TickGrid
-from susee.transport import Answer, ExceptionResponse, Link, LinkError, Read
+from susee.links import Answer, ExceptionResponse, Link, LinkError, Read
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,19 @@ class PollReports:
         # Backoffs (``BackoffReports``): a gateway that dies takes all its meters with it at once.
         self.silent = TickLog("stopped answering, backing off: skipping %d tick(s) in all", period_s)
         self.answering = TickLog("answer again, backoff ended after %d skipped tick(s) in all", period_s)
+        # Devices that answer, but with an exception instead of values (a gateway whose meter is
+        # silent: 0x0B), and that answer with values again: once per change, not at every tick.
+        self.refusing = TickLog("answer with an exception instead of values (%d poll(s)); the Code column says which",
+                                period_s)
+        self.values_again = TickLog("answer with values again after %d poll(s) with exceptions in all", period_s)
 
     def flush(self) -> None:
         self.overruns.flush()
         self.errors.flush()
         self.silent.flush()
         self.answering.flush()
+        self.refusing.flush()
+        self.values_again.flush()
 
 
 def code_for_failure(exc: BaseException) -> int:
@@ -117,6 +124,7 @@ class Poller:
         self.plan = plan
         self.reports = reports or PollReports(grid.period_s)
         self._told_unexpected = False  # this device's first unexpected error was logged in full
+        self._refused_polls = 0  # polls in a row answered with an exception response (0: answering with values)
         self.link = link
         self.grid = grid
         self.clock = clock
@@ -195,7 +203,7 @@ class Poller:
     def _samples(self, answers: list[Answer], tick_s: float) -> list[Sample]:
         """Rows of every block from its answer; the Delay of each is when its own answer came."""
         samples: list[Sample] = []
-        timed_out = answered = unreachable = False
+        timed_out = answered = unreachable = refused = False
         for block, (outcome, received_s) in zip(self.plan.blocks, answers):
             delay_ms = (received_s - tick_s) * 1000.0
             if unreachable:  # not sent after a connection failure: the same code, not counted again
@@ -210,8 +218,24 @@ class Poller:
                     timed_out |= outcome.timed_out
                 else:
                     answered = True  # an exception response is an answer: the device is there
+                    refused |= isinstance(outcome, ExceptionResponse)
         self.backoff.record(timed_out=timed_out, answered=answered)
+        if answered and (refused or self._refused_polls):
+            self._track_refusals(refused)
         return samples
+
+    def _track_refusals(self, refused: bool) -> None:
+        """Log a device starting or ceasing to answer with exceptions once, not at every tick."""
+        if refused:
+            self._refused_polls += 1
+            if self._refused_polls == 1:
+                self.reports.refusing.add(self.plan.id)
+                log.debug("device %s: answers with an exception instead of values", self.plan.id)
+            return
+        self.reports.values_again.add(self.plan.id, self._refused_polls)
+        log.debug("device %s: answers with values again after %d poll(s) with exceptions",
+                  self.plan.id, self._refused_polls)
+        self._refused_polls = 0
 
     def _read_failed(self, block: BlockRead, exc: Exception, tick_s: float, delay_ms: float) -> list[Sample]:
         code = code_for_failure(exc)  # every failure becomes a code, in this one place

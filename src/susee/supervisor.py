@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from susee.bus_key import BusKey
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
 from susee.poller import Emit, Poller, PollReports
@@ -26,7 +27,7 @@ from susee.sinks import Sink
 from susee.spool import Spool
 from susee.status import Status
 from susee.ticks import Clock, TickGrid, WallClock
-from susee.transport import LinkPool
+from susee.links.pool import LinkPool
 from susee.store import Store
 from susee.writer import Writer
 
@@ -209,14 +210,14 @@ class Supervisor:
         Devices on a bus take turns, so a poll may wait for every other
         device's requests on it: the bound is the sum over the bus.
         """
-        per_bus: dict[tuple, float] = {}
+        per_bus: dict[BusKey, float] = {}
         for poller in self.pollers:
             plan = poller.plan
             if plan.profile is None:
                 continue
             requests = max(len(plan.blocks), 1)
             worst_s = requests * (plan.settings.timeout + plan.settings.inter_request_delay)
-            key = plan.endpoint.bus_key
+            key = plan.endpoint.bus
             per_bus[key] = per_bus.get(key, 0.0) + worst_s
         return max(per_bus.values(), default=0.0)
 

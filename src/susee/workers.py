@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from susee.bus_key import BusKey
 from susee.config import Settings
 from susee.devices import DevicePlan
 from susee.sinks import SinkError, create_sink
@@ -76,9 +77,9 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def bus_of(plan: DevicePlan) -> tuple:
+def bus_of(plan: DevicePlan) -> BusKey:
     """The connection a device shares with others: they must be polled by one process."""
-    return plan.endpoint.bus_key
+    return plan.endpoint.bus
 
 
 def partition(plans: Sequence[DevicePlan], count: int) -> list[list[DevicePlan]]:
@@ -87,11 +88,11 @@ def partition(plans: Sequence[DevicePlan], count: int) -> list[list[DevicePlan]]
     Largest bus first onto the worker with the fewest devices so far (ties:
     the lowest index), so the split depends only on the configuration.
     """
-    buses: dict[tuple, list[int]] = {}
+    buses: dict[BusKey, list[int]] = {}
     for index, plan in enumerate(plans):
         buses.setdefault(bus_of(plan), []).append(index)
     load = [0] * count
-    owner: dict[tuple, int] = {}
+    owner: dict[BusKey, int] = {}
     for bus, members in sorted(buses.items(), key=lambda item: (-len(item[1]), item[1][0])):
         worker = min(range(count), key=lambda k: (load[k], k))
         owner[bus] = worker

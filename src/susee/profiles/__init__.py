@@ -80,6 +80,10 @@ class ParamSpec(BaseModel):
     acronym: str = Field(default="", max_length=30)
     descr_ita: str = Field(default="", max_length=255)
     descr_eng: str = Field(default="", max_length=255)
+    # Reports: a counter (cumulative energy) is reported as differences, a gauge never.
+    kind: Literal["counter", "gauge"] = "gauge"
+    max_power: float | None = Field(default=None, gt=0)  # W (var for varh): a larger rise is implausible
+    modulus: float | None = Field(default=None, gt=0)  # the value a counter rolls over at
 
     @model_validator(mode="before")
     @classmethod
@@ -124,6 +128,8 @@ class ParamSpec(BaseModel):
                 problems.append("field 'function': type bit is read with function 1 (coils) or 2 (discrete inputs)")
             else:
                 problems.append(f"field 'type': function {self.function} reads bits; use type bit, not {self.type!r}")
+        if self.kind != "counter" and (self.max_power is not None or self.modulus is not None):
+            problems.append("field 'kind': max_power and modulus apply to counters; add kind: counter")
         if is_bit and (self.bits is not None or self.scale_register is not None):
             problems.append("field 'bits': a bit param is already one bit; bits and scale_register do not apply")
         elif self.bits is not None:
@@ -163,6 +169,16 @@ class Profile(BaseModel):
     max_gap: int = Field(default=16, ge=0, le=MODBUS_MAX_BITS)
     default_params: list[str] = Field(default_factory=list)
     params: list[ParamSpec] = Field(min_length=1)
+    # Counters computed at report time from counters of the same meter, e.g.
+    # {EP_IMP: "222 + 223"} (sum of the two tariff registers).
+    derived: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("derived", mode="before")
+    @classmethod
+    def _derived_text(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
 
     @field_validator("default_params", mode="before")
     @classmethod
@@ -175,6 +191,10 @@ class Profile(BaseModel):
     def _consistent(self) -> Profile:
         # Every problem at once: a profile is fixed in one go, not one error per run.
         problems = self.problems(list(enumerate(self.params)), self.default_params)
+        for name, expression in self.derived.items():
+            problem = self._derived_problem(name, expression)
+            if problem:
+                problems.append(f"derived.{name}: {problem}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -197,6 +217,31 @@ class Profile(BaseModel):
             if param_id not in seen:
                 problems.append(f"default_params: {param_id!r} is not a param of this profile")
         return problems
+
+    def _derived_problem(self, name: str, expression: str) -> str | None:
+        from susee.expressions import ExpressionError, parse_expression
+
+        if not ID_PATTERN.fullmatch(name) or name in self.by_id:
+            return "name must be a new param id (1-20 characters of letters, digits, _ . : -)"
+        try:
+            terms = parse_expression(expression)
+        except ExpressionError as exc:
+            return str(exc)
+        for _, part in terms:
+            if part not in self.by_id:
+                return f"{part!r} is not a param of this profile"
+            if self.by_id[part].kind != "counter":
+                return f"{part!r} is not a counter (kind: counter)"
+        units = {self.by_id[part].unit for _, part in terms}
+        if len(units) > 1:
+            return f"parts have different units: {', '.join(sorted(units))}"
+        return None
+
+    def derived_terms(self, name: str) -> list[tuple[int, str]]:
+        """The (sign, param id) terms of a derived counter."""
+        from susee.expressions import parse_expression
+
+        return parse_expression(self.derived[name])
 
     @cached_property
     def by_id(self) -> dict[str, ParamSpec]:
