@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +70,13 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     if problem is not None:
         raise ConfigError(f"{site.path}: field 'spool.path': {settings.spool.path} cannot be used: {problem}")
     count = worker_count(settings.workers, plans)
+    view = live_view(settings, plans)  # [web]
     if worker is None and count > 1:
-        return await Workers(site.path, settings, count, duration_s, log_level).run()
+        workers = Workers(site.path, settings, count, duration_s, log_level, report_state=view is not None)
+        if view is None:
+            return await workers.run()
+        async with view.serving(view.shares_state(plans, workers)):  # [web] the parent shows the whole site
+            return await workers.run()
     orphans: list[Path] = []
     if worker is not None:
         index, count = worker
@@ -82,21 +87,39 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     replay = OrphanReplay(settings, orphans)
     replay.start()
     sink = create_sink(settings.database_target(), settings.job_id, rollups=settings.storage.rollups)
-    supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None)
+    if view is not None:  # [web]
+        sink = view.timed(sink)
+    supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None,
+                            observe=view.tap.wrap if view is not None else None)  # [web]
     upkeep = StorageUpkeep(settings)  # rollups, partitions, retention: beside the acquisition
     upkeep_task = asyncio.create_task(upkeep.run(), name="storage-upkeep")
     following = None
     if worker is not None:
         ignore_stop_signals()
-        following = asyncio.create_task(follow_parent(supervisor.stop), name="follow-parent")
+        report = view.reporter(supervisor) if view is not None else None  # [web] its parent serves the page
+        following = asyncio.create_task(follow_parent(supervisor.stop, report), name="follow-parent")
     try:
-        return await supervisor.run(duration_s)
+        serving = view.serving(view.site_state(supervisor)) if view is not None and worker is None else nullcontext()
+        async with serving:  # [web]
+            return await supervisor.run(duration_s)
     finally:
         if following is not None:
             following.cancel()
         await upkeep.close()
         await upkeep_task
         await replay.close()
+
+
+def live_view(settings: Settings, plans: list[DevicePlan]):
+    """The HTTP endpoint (``susee.web.LiveView``) when enabled and installed, else None."""
+    if not settings.http.enabled:
+        return None
+    try:
+        from susee.web import LiveView  # only sites that serve it pay the import
+    except ImportError as exc:
+        log.warning("http: the live view needs the web extra (pip install 'susee[web]'): %s; not serving it", exc)
+        return None
+    return LiveView(settings, plans)
 
 
 async def migrate(site: Site) -> int:

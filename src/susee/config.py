@@ -7,6 +7,7 @@ a ``.env`` file, a secrets directory, then the YAML file. The original susee's
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -45,6 +46,8 @@ QUEUE_MIN = 10_000
 # libyaml's loader parses a 5,000-device site 4x faster than the pure-Python one.
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DEFAULT_SECRETS_DIR = Path("/run/secrets")  # where Docker and Kubernetes mount secrets
+# An HTTP token shorter than this is guessable by brute force over the network.
+MIN_TOKEN_CHARS = 16
 
 
 class ConfigError(Exception):
@@ -290,6 +293,60 @@ class SimulatorSettings(_Section):
         return value
 
 
+class HttpSettings(_Section):
+    """The live page, health checks and metrics (``susee.web``), served by the service itself."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8050"  # host:port, [v6]:port; port 0 = any free port (tests)
+    # Bearer token or basic-auth password; required off loopback (see _guarded).
+    token: SecretStr | None = None
+    allow_anonymous: bool = False  # explicitly serve a non-loopback address without a token
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host_port(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters (a random secret, not a word)")
+        return value
+
+    @model_validator(mode="after")
+    def _guarded(self) -> HttpSettings:
+        # Anyone on the network could read the site's data: a token, or an explicit choice not to.
+        if self.enabled and not is_loopback(host_port(self.listen)[0]) and self.token is None \
+                and not self.allow_anonymous:
+            raise ValueError(
+                f"listen {self.listen!r} is reachable from other machines: set http.token "
+                "(SUSEE_HTTP__TOKEN in the environment, .env or the secrets dir) or http.allow_anonymous: true"
+            )
+        return self
+
+
+def host_port(listen: str) -> tuple[str, int]:
+    """``'127.0.0.1:8050'`` -> ('127.0.0.1', 8050); ``'[::1]:8050'`` -> ('::1', 8050); ValueError otherwise."""
+    host, colon, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{listen!r} is not host:port (e.g. 127.0.0.1:8050 or [::1]:8050)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 class Settings(BaseSettings):
     """Everything the service needs, validated once at start-up."""
 
@@ -322,6 +379,7 @@ class Settings(BaseSettings):
     # devices, Delay, database, spool): one line however many devices; 0: none.
     status_every: float = Field(default=60.0, ge=0)
     simulator: SimulatorSettings | None = None
+    http: HttpSettings = Field(default_factory=HttpSettings)
     devices: list[DeviceSettings] = Field(default_factory=list)
     # Reports: the site's IANA time zone (intervals and tariff bands follow its
     # civil time; rows stay in UTC) and meters computed from real ones, e.g.

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 from susee.bus_key import BusKey
 from susee.config import Settings
 from susee.devices import DevicePlan, param_rows
-from susee.poller import Poller, PollReports
+from susee.poller import Emit, Poller, PollReports
 from susee.quality import describe
 from susee.runtime import freeze_after_first_tick, quiet_collector
 from susee.shown import SHOWN, first_few
@@ -46,7 +47,9 @@ class Supervisor:
         clock: Clock | None = None,
         shutdown_timeout_s: float | None = None,
         handle_signals: bool = True,
+        observe: Callable[[Emit], Emit] | None = None,  # [web] the live view's tap on the pollers' samples
     ) -> None:
+        self.observe = observe  # [web]
         self.handle_signals = handle_signals  # False in a worker: its parent tells it when to stop
         self.settings = settings
         self.plans = plans
@@ -86,6 +89,8 @@ class Supervisor:
 
     def startup(self) -> None:
         submit = self.status.observing(self.writer.submit)  # firsthour: each device-tick counted for the status line
+        if self.observe is not None:  # [web] the live view's tap, after the status line's
+            submit = self.observe(submit)
         for plan in self.plans:
             link = (
                 self.links.link_for(plan.endpoint, plan.settings.inter_request_delay)

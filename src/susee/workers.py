@@ -26,12 +26,13 @@ closes (its parent was killed) stops cleanly on its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -52,6 +53,10 @@ RESTART_MAX_S = 60.0
 STABLE_AFTER_S = 60.0  # a worker that ran this long before dying restarts at once again
 EXIT_CONFIG = 2  # a worker that finds the configuration invalid: restarting cannot help
 STOP_LINE = b"stop\n"  # parent -> worker, on the worker's stdin
+# [web] parent -> worker "state <n>": the worker answers one JSON line with "seq": n on its stdout.
+STATE_PREFIX = b"state "
+STATE_TIMEOUT_S = 2.0  # a worker busy for longer is shown as not answering
+STATE_LINE_LIMIT = 64 << 20  # a 5,000-device snapshot is ~1 MB: above asyncio's 64 KiB default
 # Acquisition must not wait on a long schema upgrade: past this, the workers start
 # (their writers spool and take their turn at the migration lock).
 MIGRATE_AHEAD_TIMEOUT_S = 30.0
@@ -160,7 +165,10 @@ class Workers:
     """The parent process: starts, watches, restarts and stops the workers."""
 
     def __init__(self, config_path: Path, settings: Settings, count: int, duration_s: float | None,
-                 log_level: str | None) -> None:
+                 log_level: str | None, report_state: bool = False) -> None:
+        self.report_state = report_state  # [web] the workers answer "state" requests on their stdout
+        self._asked = 0  # [web]
+        self._state_locks: dict[int, asyncio.Lock] = {}  # [web]
         self.config_path = config_path
         self.settings = settings
         self.count = count
@@ -220,7 +228,9 @@ class Workers:
         backoff_s = RESTART_FIRST_S
         while True:
             started = time.monotonic()
-            process = await asyncio.create_subprocess_exec(*self._command(index), stdin=asyncio.subprocess.PIPE)
+            process = await asyncio.create_subprocess_exec(
+                *self._command(index), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE if self.report_state else None, limit=STATE_LINE_LIMIT)  # [web]
             self.processes[index] = process
             code = await process.wait()
             self.exit_codes[index] = code
@@ -243,6 +253,23 @@ class Workers:
         while not self.stopping and time.monotonic() < end:
             await asyncio.sleep(min(0.1, end - time.monotonic()))
 
+    async def ask_states(self) -> list[dict | None]:
+        """[web] Each worker's snapshot (``susee.web.shares``), None for one that did not answer in time."""
+        return list(await asyncio.gather(*(self._ask_state(index) for index in range(self.count))))
+
+    async def _ask_state(self, index: int) -> dict | None:
+        process = self.processes.get(index)
+        if process is None or process.returncode is not None or process.stdout is None or process.stdin is None:
+            return None
+        async with self._state_locks.setdefault(index, asyncio.Lock()):
+            self._asked += 1
+            seq = self._asked
+            try:
+                process.stdin.write(STATE_PREFIX + str(seq).encode() + b"\n")
+                return await asyncio.wait_for(_answer(process.stdout, seq), STATE_TIMEOUT_S)
+            except (BrokenPipeError, ConnectionResetError, asyncio.TimeoutError, ValueError):
+                return None
+
     def _forward(self, signum: int) -> None:
         """Pass a stop signal on to every running worker (a second one too: they then spill at once)."""
         self._signals += 1
@@ -257,19 +284,32 @@ class Workers:
                     pass  # it is exiting anyway
 
 
+async def _answer(stdout: asyncio.StreamReader, seq: int) -> dict | None:
+    """[web] The answer to question ``seq``; one that came too late to an earlier question is skipped."""
+    while True:
+        answer = json.loads(await stdout.readline() or b"null")
+        if answer is None or answer.get("seq") == seq:
+            return answer
+
+
 def ignore_stop_signals() -> None:
     """In a worker: SIGTERM and SIGINT are the parent's to act on (see the module doc)."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
 
 
-async def follow_parent(stop: Callable[[], None]) -> None:
-    """In a worker: call ``stop`` for each "stop" line from the parent, and once when it is gone."""
+async def follow_parent(stop: Callable[[], None], report: Callable[[int], Awaitable[None]] | None = None) -> None:
+    """In a worker: call ``stop`` for each "stop" line from the parent, and once when it is gone.
+
+    [web] ``report(n)`` answers each "state <n>" line (the live view's snapshot).
+    """
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := await reader.readline():
         if line == STOP_LINE:
             stop()
+        elif report is not None and line.startswith(STATE_PREFIX) and line[len(STATE_PREFIX):].strip().isdigit():
+            await report(int(line[len(STATE_PREFIX):]))  # [web]
     log.warning("the parent process is gone: stopping")
     stop()

@@ -74,7 +74,8 @@ def cli_env(folder: Path, **extra: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.upper().startswith("SUSEE_") and key.lower() not in LEGACY_NAMES
     }
-    return env | {"SUSEE_SECRETS_DIR": str(secrets)} | extra
+    # [web] the live view on any free port: never 8050, taken by another test or a running susee
+    return env | {"SUSEE_SECRETS_DIR": str(secrets), "SUSEE_HTTP__LISTEN": "127.0.0.1:0"} | extra
 
 
 async def start_cli(folder: Path, *args: str, **env: str) -> asyncio.subprocess.Process:

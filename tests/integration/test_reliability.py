@@ -372,7 +372,8 @@ def cli_env(folder: Path) -> dict[str, str]:
     secrets = folder / "secrets"
     secrets.mkdir(exist_ok=True)
     env = {key: value for key, value in os.environ.items() if not key.upper().startswith("SUSEE_")}
-    return env | {"SUSEE_SECRETS_DIR": str(secrets)}
+    # [web] the live view on any free port: never 8050, taken by another test or a running susee
+    return env | {"SUSEE_SECRETS_DIR": str(secrets), "SUSEE_HTTP__LISTEN": "127.0.0.1:0"}
 
 
 class Service:

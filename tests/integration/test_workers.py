@@ -99,7 +99,8 @@ def cli_env(folder: Path) -> dict[str, str]:
         key: value for key, value in os.environ.items()
         if not key.upper().startswith("SUSEE_") and key.lower() not in ("user_db", "pswd_db", "host_db", "port_db")
     }
-    return env | {"SUSEE_SECRETS_DIR": str(secrets)}
+    # [web] the live view on any free port: never 8050, taken by another test or a running susee
+    return env | {"SUSEE_SECRETS_DIR": str(secrets), "SUSEE_HTTP__LISTEN": "127.0.0.1:0"}
 
 
 class Service:

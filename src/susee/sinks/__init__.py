@@ -84,6 +84,10 @@ class Sink(Protocol):
         """
         ...
 
+    async def select(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Rows of one parameterised read-only query, or SinkError."""
+        ...
+
     async def ping(self) -> None:
         """Raise SinkError unless the database answers."""
         ...

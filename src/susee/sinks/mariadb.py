@@ -130,6 +130,18 @@ class MariaDBSink:
 
         return await self._run("read " + table, select, self.query_timeout_s)
 
+    async def select(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Rows of one parameterised read-only query (the web's bounded reads). [web]"""
+
+        async def run(conn: aiomysql.Connection) -> list[tuple]:
+            async with conn.cursor() as cursor:
+                await cursor.execute(sql, params)
+                rows = list(await cursor.fetchall())
+            await conn.rollback()  # autocommit is off: end the snapshot, the next read sees new rows
+            return rows
+
+        return await self._run("read", run, self.query_timeout_s)
+
     async def ping(self) -> None:
         """Raise SinkError unless the server answers within the connect timeout."""
         await self._run("ping", lambda conn: conn.ping(reconnect=False), self.target.connect_timeout)

@@ -86,6 +86,10 @@ class SQLiteSink:
         sql = self._recent_sql[table]
         return await self._run("read " + table, lambda conn: _in_thread(lambda: conn.execute(sql, (limit,)).fetchall()))
 
+    async def select(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Rows of one parameterised read-only query (the web's bounded reads). [web]"""
+        return await self._run("read", lambda conn: _in_thread(lambda: conn.execute(sql, tuple(params)).fetchall()))
+
     async def ping(self) -> None:
         """Raise SinkError unless the file can be read."""
         await self._run("ping", lambda conn: _in_thread(lambda: conn.execute("SELECT 1").fetchone()))
