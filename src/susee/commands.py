@@ -49,7 +49,7 @@ def load_site(config: str) -> Site:
     """Load, validate and plan; ConfigError on anything invalid."""
     path = Path(config)
     settings = load_settings(path)
-    settings.spool.path = settings.spool.folder(path)  # relative to the config file, like profiles
+    settings.spool.path = settings.spool.folder(path, settings.job_id)  # [spool branch] per site; relative to the config file
     plans = plan_devices(settings, path)
     return Site(path, settings, plans)
 

@@ -21,7 +21,7 @@ from susee.poller import Poller, PollReports
 from susee.quality import describe
 from susee.shown import SHOWN, first_few
 from susee.sinks import Sink
-from susee.spool import Spool
+from susee.spool import Spool, open_spool
 from susee.ticks import Clock, TickGrid, WallClock
 from susee.transport import LinkPool
 from susee.writer import Writer
@@ -57,7 +57,8 @@ class Supervisor:
         spool = settings.spool
         self.writer = Writer(
             sink, settings.writer, param_rows(plans),
-            spool=Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full),
+            spool=Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full,
+                        destination=settings.database_target().identity(settings.job_id)),  # [spool branch]
             devices=len(plans),
         )
         self.reports = PollReports(self.grid.period_s)  # overruns and errors: one line per period, not per device
@@ -75,6 +76,7 @@ class Supervisor:
             if self.handle_signals:
                 self._install_signal_handlers()
                 stack.callback(self._remove_signal_handlers)
+            await open_spool(self.writer.spool)  # [spool branch, issue 15] locked before sampling
             self.startup()
             thresholds = gc.get_threshold()
             _freeze_long_lived_objects(len(self.plans))

@@ -125,7 +125,8 @@ class OrphanReplay:
     def __init__(self, settings: Settings, folders: Sequence[Path]) -> None:
         self.writers = [
             Writer(create_sink(settings.database_target(), settings.job_id), settings.writer,
-                   spool=Spool(folder, settings.spool.max_bytes, settings.spool.when_full))
+                   spool=Spool(folder, settings.spool.max_bytes, settings.spool.when_full,
+                               destination=settings.database_target().identity(settings.job_id)))  # [spool branch]
             for folder in folders
         ]
         self._tasks: list[asyncio.Task] = []

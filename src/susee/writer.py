@@ -73,7 +73,9 @@ REPLAY_BATCH_ROWS = 100_000
 # halve them. Small enough to commit in a few seconds, well within WRITE_TIMEOUT_S.
 LIVE_BATCH_MAX_ROWS = 100_000
 PROGRESS_EVERY_S = 5.0  # a long replay logs its progress this often
-SPOOL_RETRY_S = 5.0  # a spool that failed (disk error) is tried again after this
+# A spool that could not take a batch (full disk, disk error) is tried again after
+# this: acquisition resumes within one period (sample_time >= 1 s) of space returning.
+SPOOL_RETRY_S = 1.0  # [spool branch, issue 15] was 5.0
 # A healthy database commits a batch in milliseconds. A write with no answer
 # after this is a hung server: the batch is safer in the spool than in memory,
 # and this bounds how long rows wait in memory behind it.
@@ -322,7 +324,8 @@ class Writer:
             return False
         except (SpoolError, OSError) as exc:
             self._outage_rows = max(0, self._outage_rows - len(rows))
-            log.error("spool %s: cannot store %d rows: %s", self.spool.folder, len(rows), exc)
+            if not self.paused:  # [spool branch, issue 15] once, not on every retry
+                log.error("spool %s: cannot store %d rows: %s", self.spool.folder, len(rows), exc)
             self._pause("the spool cannot be written")
             return False
         self.rows_spooled += len(rows)
