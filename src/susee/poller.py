@@ -20,10 +20,10 @@ from susee.buses import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
 from susee.planner import BlockRead
-from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response
+from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response, mark_late
 from susee.sample import Sample
 from susee.shown import first_few
-from susee.ticks import Clock, TickGrid
+from susee.ticks import Clock, StepWatch, TickGrid
 from susee.transport import Answer, ExceptionResponse, Link, LinkError, Read
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class PollReports:
         # Backoffs (``BackoffReports``): a gateway that dies takes all its meters with it at once.
         self.silent = TickLog("stopped answering, backing off: skipping %d tick(s) in all", period_s)
         self.answering = TickLog("answer again, backoff ended after %d skipped tick(s) in all", period_s)
+        self.steps = StepWatch(period_s)  # [spool branch] wall-clock steps, logged once for the site
 
     def flush(self) -> None:
         self.overruns.flush()
@@ -137,11 +138,17 @@ class Poller:
             self.next_tick_s = tick_s
             if self._stop_after_s is not None and tick_s > self._stop_after_s:
                 return
+            self.reports.steps.waits(tick_s, clock.now())  # [spool branch, issue 15 item 7]
             await clock.sleep_until(tick_s)
             if not self.paused():  # paused: the writer counts the tick as not acquired
                 self.busy = True
                 try:
-                    self.emit(await self.poll(tick_s))
+                    woke_s = clock.now()
+                    samples = await self.poll(tick_s)
+                    if clock.now() - tick_s > grid.period_s:  # [spool branch] clock step, pause, slow poll: Code 128
+                        self.reports.steps.woke(tick_s, woke_s)
+                        samples = mark_late(samples, grid.period_s * 1000.0)
+                    self.emit(samples)
                 finally:
                     self.busy = False
                 self.stats.ticks += 1
