@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from susee.config import ConfigError, Settings, load_settings
+from susee.dbcheck import database_problems, refuse_unwritable
 from susee.devices import DevicePlan, plan_devices
 from susee.poller import Poller
 from susee.quality import Code, describe
 from susee.sinks import SinkError, create_sink, format_tick
+from susee.spool import check_not_in_use as check_spool_not_in_use
 from susee.spool import folder_problem as spool_folder_problem
 from susee.spool import inspect as inspect_spool
 from susee.supervisor import Supervisor, embedded_simulator
@@ -63,6 +65,12 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     if problem is not None:
         raise ConfigError(f"{site.path}: field 'spool.path': {settings.spool.path} cannot be used: {problem}")
     count = worker_count(settings.workers, plans)
+    # [spool branch, issue 15 items 3, 5] a spool in use: exit 2 in one line; a privilege or column
+    # missing is not an outage: exit 1, both before sampling.
+    if worker is None and count == 1:
+        await asyncio.to_thread(check_spool_not_in_use, settings.spool.path)
+    if worker is None and await refuse_unwritable(settings.database_target(), settings.job_id):
+        return 1
     if worker is None and count > 1:
         return await Workers(site.path, settings, count, duration_s, log_level).run()
     orphans: list[Path] = []
@@ -95,12 +103,15 @@ async def migrate(site: Site) -> int:
         await sink.open()
         for line in await sink.migrate():
             print(line)
+        problems = await sink.verify()  # [spool branch] "up to date" is not enough: a column may be gone
     except SinkError as exc:
         print(f"database {sink.target}: {exc}")
         return 1
     finally:
         await sink.close()
-    return 0
+    for problem in problems:
+        print(f"database {sink.target}: {problem}")
+    return 1 if problems else 0
 
 
 async def last(site: Site, raw_rows: int | None) -> int:
@@ -193,17 +204,23 @@ async def _check_device(plan: DevicePlan, links: LinkPool) -> bool:
 
 
 async def _check_database(target, job_id: str) -> bool:
-    sink = create_sink(target, job_id)
-    try:
-        await sink.open()
-        await sink.ping()
-        print("  database: reachable")
-        return True
-    except SinkError as exc:
-        print(f"  database: UNREACHABLE: {exc}")
-        return False
-    finally:
-        await sink.close()
+    problems = await database_problems(target, job_id)  # [spool branch] privileges and columns too
+    if problems is None:
+        sink = create_sink(target, job_id)
+        try:
+            await sink.open()
+            await sink.ping()
+        except SinkError as exc:
+            print(f"  database: UNREACHABLE: {exc}")
+            return False
+        finally:
+            await sink.close()
+    if not problems:
+        print("  database: reachable" + ("" if problems is not None else " (tables not checked)"))
+    for problem in problems or ():
+        verdict = "UNREACHABLE" if "cannot connect" in problem else "CANNOT STORE ROWS"  # login refused, or not
+        print(f"  database: {verdict}: {problem}")
+    return not problems
 
 
 async def read(site: Site, device_id: str) -> int:

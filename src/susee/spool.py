@@ -507,6 +507,25 @@ async def open_spool(spool: Spool) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def check_not_in_use(folder: Path) -> None:
+    """ConfigError if another process holds the spool in ``folder`` (a quick look, taking nothing).
+
+    ``open`` takes the lock for real; this lets a second process stop with one
+    line before it connects to anything.
+    """
+    path = Path(folder) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        raise ConfigError(f"spool {folder} is in use by another susee process (pid {holder})") from None
+    finally:
+        os.close(fd)  # releases the shared lock too
+
+
 def folder_problem(folder: Path) -> str | None:
     """Why a spool could not be written in ``folder`` (None if it can), without creating it."""
     probe = Path(folder).absolute()

@@ -48,7 +48,7 @@ from typing import TypeVar
 
 from susee.config import WriterSettings
 from susee.sample import Sample
-from susee.sinks import ParamRow, Sink, SinkError
+from susee.sinks import ParamRow, PermanentSinkError, Sink, SinkError
 from susee.spool import Spool, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ SPOOL_RETRY_S = 1.0  # [spool branch, issue 15] was 5.0
 # after this is a hung server: the batch is safer in the spool than in memory,
 # and this bounds how long rows wait in memory behind it.
 WRITE_TIMEOUT_S = 10.0
+REFUSED_LOG_EVERY_S = 60.0  # [spool branch] a permanent database error is logged this often at most
 
 
 class Writer:
@@ -99,6 +100,8 @@ class Writer:
         self.rows_replayed = 0
         self.rows_dropped = 0
         self.ticks_not_acquired = 0  # device-ticks skipped while acquisition was paused
+        self.permanent_errors = 0  # [spool branch] writes refused for a reason retrying cannot fix
+        self._refused_logged: float | None = None
         self._queued_rows = 0
         self._collected_rows = 0  # rows taken into the batch being cut
         self._pending: list[Sample] = []  # the batch in hand: cut, not yet stored
@@ -407,6 +410,8 @@ class Writer:
 
     def _went_offline(self, exc: SinkError) -> None:
         self._ready = False
+        if isinstance(exc, PermanentSinkError):  # [spool branch, issue 15 item 5]
+            self._refused(exc)
         if not self._online:
             return
         self._online = False
@@ -417,6 +422,23 @@ class Writer:
             self.sink.target, exc, self.spool.folder,
         )
         self._notify()
+
+    def _refused(self, exc: SinkError) -> None:
+        """An error retrying cannot fix: counted, and an ERROR at most once a minute. [spool branch]
+
+        The rows are spooled meanwhile, and the database is retried with the
+        outage backoff (up to RETRY_MAX_S), so it is not hammered.
+        """
+        self.permanent_errors += 1
+        now = time.monotonic()
+        if self._refused_logged is not None and now - self._refused_logged < REFUSED_LOG_EVERY_S:
+            return
+        self._refused_logged = now
+        log.error(
+            "database %s refuses the rows, and retrying cannot fix it: %s; rows go to the spool %s until someone "
+            "fixes it (privilege, column); %d such error(s) so far",
+            self.sink.target, exc, self.spool.folder, self.permanent_errors,
+        )
 
     def _back_online(self) -> None:
         lasted_s = time.monotonic() - (self._outage_started or time.monotonic())
