@@ -48,7 +48,7 @@ from typing import TypeVar
 
 from susee.config import WriterSettings
 from susee.sample import Sample
-from susee.sinks import ParamRow, PermanentSinkError, Sink, SinkError
+from susee.sinks import ParamRow, PermanentSinkError, Sink, SinkError, newest_samples
 from susee.spool import Spool, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ REPLAY_BATCH_ROWS = 100_000
 # params per second they cannot follow tick by tick, but two ticks per batch
 # halve them. Small enough to commit in a few seconds, well within WRITE_TIMEOUT_S.
 LIVE_BATCH_MAX_ROWS = 100_000
+# Rows per replay transaction [spool branch, issue 15 item 4]: a replay batch is
+# written in parts this large, so a live batch waits for one part at most.
+REPLAY_TXN_ROWS = 10_000
 PROGRESS_EVERY_S = 5.0  # a long replay logs its progress this often
 # A spool that could not take a batch (full disk, disk error) is tried again after
 # this: acquisition resumes within one period (sample_time >= 1 s) of space returning.
@@ -264,11 +267,11 @@ class Writer:
                 return False
             await self._wait(change, SPOOL_RETRY_S)
 
-    async def _write(self, rows: Sequence[Sample]) -> None:
+    async def _write(self, rows: Sequence[Sample], **last: Sequence[Sample]) -> None:
         if not self._ready:
             await self._prepare()
         try:
-            await asyncio.wait_for(self.sink.write(rows), WRITE_TIMEOUT_S)
+            await asyncio.wait_for(self.sink.write(rows, **last), WRITE_TIMEOUT_S)
         except asyncio.TimeoutError as exc:
             # Cancelled mid-commit, the batch may be stored AND spooled: the unique key absorbs that.
             raise SinkError(f"{self.sink.target}: no answer to a write within {WRITE_TIMEOUT_S:g} s") from exc
@@ -378,13 +381,30 @@ class Writer:
         batch = await self._in_thread(self.spool.read, REPLAY_BATCH_ROWS)
         if batch is None:
             return 0
-        await self._write(batch.samples)
+        await self._write_in_turns(batch.samples)  # [spool branch, issue 15 item 4]
         # A crash right here replays the batch once more: the unique key makes that a no-op.
         await self._in_thread(self.spool.ack, batch)
         self.rows_replayed += len(batch.samples)
         self.rows_written += len(batch.samples)
         self._notify()  # room for a store waiting on a full spool
         return len(batch.samples)
+
+    async def _write_in_turns(self, rows: list[Sample]) -> None:
+        """A replay batch in short transactions, a live batch free to go between any two. [spool branch]
+
+        Raw in parts of REPLAY_TXN_ROWS, then Last, which gets only the newest
+        row of each (device, param) of the whole batch: the replay keeps its
+        rate, and a live batch waits for one part at most (a fraction of a
+        second), not for the whole batch. The batch leaves the spool after its
+        last part: a crash in between replays it again, which the unique key and
+        Last's newer-wins upsert absorb.
+        """
+        newest = newest_samples(rows)
+        parts = [(rows[i:i + REPLAY_TXN_ROWS], []) for i in range(0, len(rows), REPLAY_TXN_ROWS)]
+        parts += [([], newest[i:i + REPLAY_TXN_ROWS]) for i in range(0, len(newest), REPLAY_TXN_ROWS)]
+        for raw, last in parts:
+            await self._write(raw, last=last)
+            await asyncio.sleep(0)  # a live batch waiting for the sink goes next
 
     async def _spill_what_is_left(self) -> None:
         """Rows still in memory at exit (database slow or down) go to the spool, over max_bytes if need be."""

@@ -93,8 +93,11 @@ class Sink(Protocol):
         """Apply pending migrations; return one human-readable line per change."""
         ...
 
-    async def write(self, samples: Sequence[Sample]) -> None:
-        """Store a batch in one transaction (Raw insert + Last upsert), or raise SinkError."""
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
+        """Store a batch in one transaction (Raw insert + Last upsert), or raise SinkError.
+
+        ``last`` replaces ``samples`` as the source of Last's rows ([] for none).
+        """
         ...
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
@@ -161,6 +164,17 @@ def sample_rows(samples: Sequence[Sample]) -> tuple[list[Row], list[Row]]:
         if held is None or sample.tick_s >= held[0]:
             newest[key] = (sample.tick_s, row)
     return raw, [newest[key][1] for key in sorted(newest)]
+
+
+def newest_samples(samples: Iterable[Sample]) -> list[Sample]:
+    """The newest sample of each (device, param): all that Last needs of ``samples``."""
+    newest: dict[tuple[str, str], Sample] = {}
+    for sample in samples:
+        key = (sample.device_id, sample.param_id)
+        held = newest.get(key)
+        if held is None or sample.tick_s >= held.tick_s:
+            newest[key] = sample
+    return list(newest.values())
 
 
 def chunks(rows: Sequence, size: int = ROWS_PER_STATEMENT) -> Iterable[Sequence]:

@@ -113,11 +113,15 @@ class MariaDBSink:
         # No timeout: upgrading a large seed-era table rebuilds it, which takes a while.
         return await self._run("migrate", self._migrate, None)
 
-    async def write(self, samples: Sequence[Sample]) -> None:
-        """Store ``samples`` in one transaction or raise SinkError (after rollback)."""
-        if not samples:
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
+        """Store ``samples`` in one transaction or raise SinkError (after rollback).
+
+        ``last``: the samples whose newest go to Last instead of ``samples``' own
+        (the replay splits a large batch into short transactions; [] for none).
+        """
+        if not samples and not last:
             return
-        await self._run("write", lambda conn: self._write_rows(conn, samples), self.query_timeout_s)
+        await self._run("write", lambda conn: self._write_rows(conn, samples, last), self.query_timeout_s)
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
         """Insert or update descriptions by idParam."""
@@ -163,11 +167,17 @@ class MariaDBSink:
             finally:
                 conn.close()
 
-    async def _write_rows(self, conn: aiomysql.Connection, samples: Sequence[Sample]) -> None:
+    async def _write_rows(self, conn: aiomysql.Connection, samples: Sequence[Sample],
+                          last: Sequence[Sample] | None = None) -> None:
         newest: Newest = {}
         for chunk in chunk_samples(samples):
             await self._raw.insert(conn, self._encoder.encode(chunk, newest))
-        await self._last.insert(conn, newest_rows(newest))
+        if last is not None:  # Last from other samples: encoding them only fills ``newest``
+            newest = {}
+            for chunk in chunk_samples(last):
+                self._encoder.encode(chunk, newest)
+        if newest:
+            await self._last.insert(conn, newest_rows(newest))
         await conn.commit()
 
     async def _verify(self, conn: aiomysql.Connection, create_database: bool) -> list[str]:

@@ -76,12 +76,17 @@ class SQLiteSink:
         """Apply pending migrations; report what changed."""
         return await self._run("migrate", lambda conn: run_migrations(_SQLiteSchema(conn), "sqlite", self.job_id))
 
-    async def write(self, samples: Sequence[Sample]) -> None:
-        """Store ``samples`` in one transaction or raise SinkError (after rollback)."""
-        if not samples:
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
+        """Store ``samples`` in one transaction or raise SinkError (after rollback).
+
+        ``last``: the samples whose newest go to Last instead of ``samples``' own ([] for none).
+        """
+        if not samples and not last:
             return
-        raw, last = sample_rows(samples)
-        await self._run("write", lambda conn: _in_thread(self._write_rows, conn, raw, last))
+        raw, newest = sample_rows(samples)
+        if last is not None:
+            newest = sample_rows(last)[1] if last else []
+        await self._run("write", lambda conn: _in_thread(self._write_rows, conn, raw, newest))
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
         """Insert or update descriptions by idParam."""
