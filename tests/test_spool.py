@@ -355,6 +355,17 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+def fill_up(path: Path) -> None:
+    """Write ``path`` until the disk refuses another byte."""
+    with open(path, "wb", buffering=0) as file:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while file.write(bytes(size)):
+                    pass
+            except OSError:
+                pass
+
+
 def random_batch(rng: random.Random, tick: int, devices: int = 50) -> list[Sample]:
     return [Sample(f"d{d:03d}", str(p), TICK_S + tick, rng.random(), rng.random(), 0) for d in range(devices) for p in range(8)]
 
@@ -363,12 +374,12 @@ def test_a_real_full_disk_refuses_whole_batches_uses_the_reserve_at_exit_and_rec
     rng = random.Random(1)
     filler = small_disk / "other-files"
     filler.write_bytes(bytes(512 << 10))  # someone else's files, deleted later: space comes back
-    spool = Spool(small_disk / "spool", max_bytes=16 << 20, when_full="stop_polling")  # reserve: 1 MiB
+    spool = Spool(small_disk / "spool", max_bytes=16 << 20, when_full="stop_polling")  # reserve: 1/8 of the free space
     spool.open()
     assert (small_disk / "spool" / "reserve").stat().st_size > 100_000
     accepted: list[Sample] = []
     tick = 0
-    with pytest.raises(SpoolFull, match="disk is full"):
+    with pytest.raises(SpoolFull, match="the disk is full"):
         while tick < 10_000:
             batch = random_batch(rng, tick)
             spool.append(batch)
@@ -377,15 +388,17 @@ def test_a_real_full_disk_refuses_whole_batches_uses_the_reserve_at_exit_and_rec
     assert tick > 10
     assert read_all(spool) == accepted, "the refused batch left no trace"
 
-    last = random_batch(rng, tick)
+    last = [s for k in range(40) for s in random_batch(rng, tick + k)]  # 16,000 rows: more than the WAL holds
     with pytest.raises(SpoolFull):
         spool.append(last)
+    fill_up(small_disk / "the-rest")  # now truly full: not a byte left
     spool.append(last, force=True)  # the exit spill: the reserve makes room
     accepted += last
     assert not (small_disk / "spool" / "reserve").exists()
 
     filler.unlink()  # space returns
-    after = random_batch(rng, tick + 2)
+    (small_disk / "the-rest").unlink()
+    after = random_batch(rng, tick + 50)
     spool.append(after)
     accepted += after
     spool.close()
@@ -395,9 +408,8 @@ def test_a_real_full_disk_refuses_whole_batches_uses_the_reserve_at_exit_and_rec
     reopened.close()
 
 
-def test_a_real_full_disk_with_drop_oldest_drops_old_rows_or_pauses_but_never_damages(small_disk):
-    """drop_oldest makes room on a full disk with the reserve and the oldest batches; once even the
-    deletes find no room it refuses (SpoolFull: acquisition pauses) rather than break the spool."""
+def test_a_real_full_disk_with_drop_oldest_keeps_the_newest_rows(small_disk):
+    """drop_oldest applies to a full disk as to max_bytes: the oldest batches go, the newest stay."""
     rng = random.Random(2)
     spool = Spool(small_disk / "spool", max_bytes=1 << 30, when_full="drop_oldest")  # the disk is the limit
     spool.open()
@@ -413,7 +425,7 @@ def test_a_real_full_disk_with_drop_oldest_drops_old_rows_or_pauses_but_never_da
             break
         stored += batch
     kept = read_all(spool)
-    assert refused or dropped > 0
+    assert not refused and dropped > 0
     assert kept == stored[dropped:], "the newest rows are kept, whole and in order"
     spool.close()
     reopened = Spool(small_disk / "spool")

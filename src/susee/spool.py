@@ -61,6 +61,9 @@ DAMAGED_PREFIX = "damaged-"
 RESERVE_BYTES = 16 << 20
 # Bytes a batch costs beyond its payload (row header, columns, b-tree): what max_bytes counts.
 BATCH_OVERHEAD = 64
+# Kept free on the spool's disk: the policy (when_full) applies before the disk is
+# really full, so that SQLite still has room for its WAL and for deleting batches.
+DISK_MARGIN_BYTES = 4 << 20
 BUSY_TIMEOUT_S = 10.0  # ``inspect`` (susee check) reads while the service writes: WAL lets both go
 
 NAMES_LENGTH = struct.Struct("<I")
@@ -158,6 +161,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._rows = 0
         self._bytes = 0
+        self._margin = DISK_MARGIN_BYTES
         self.damage: list[Damage] = []  # found while this process used the spool
 
     @property
@@ -216,6 +220,11 @@ class Spool:
             if self.when_full == "stop_polling":
                 raise SpoolFull(f"spool {self.folder} is full ({self._bytes} of {self.max_bytes} bytes)")
             dropped = self._drop_oldest(self._bytes + cost - self.max_bytes)
+        elif not force and self._rows and (short := self._disk_short_by(cost)) > 0:
+            # The disk is nearly full: the same policy, while SQLite still has room to delete.
+            if self.when_full == "stop_polling":
+                raise SpoolFull(f"spool {self.folder}: the disk is full (less than {self._margin} bytes free)")
+            dropped = self._drop_oldest(cost)
         row = _batch_row(samples, payload)
         try:
             self._insert(db, row)
@@ -374,6 +383,15 @@ class Spool:
         with db:
             db.execute("INSERT INTO batches (rows, first_tick, last_tick, devices, crc, payload) "
                        "VALUES (?, ?, ?, ?, ?, ?)", row)
+
+    def _disk_short_by(self, cost: int) -> int:
+        """Bytes missing on the disk for ``cost`` more plus the margin SQLite needs (WAL, deletes)."""
+        try:
+            usage = shutil.disk_usage(self.folder)
+        except OSError:
+            return 0  # cannot tell: the insert finds out
+        self._margin = min(DISK_MARGIN_BYTES, usage.total // 8)
+        return cost + self._margin - usage.free
 
     def _append_on_full_disk(self, db: sqlite3.Connection, row: tuple, force: bool, exc: sqlite3.Error) -> int:
         """The disk is full: the reserve, then the oldest batches (drop_oldest), make room; else SpoolFull.
