@@ -182,7 +182,8 @@ async def _check_spool(folder: Path) -> bool:
         print(f"  spool {folder}: {stats.size_bytes} bytes, {stats.rows} rows waiting for the database, "
               f"oldest tick {oldest} UTC")
     if stats.damage:
-        print(f"    damaged: {stats.damage} (the next start keeps the good records, moves the rest aside)")
+        print(f"    damaged: {stats.damage} (the next start replays every intact batch and moves damaged ones "
+              f"aside into damaged-* files, logging what they held)")
     return True
 
 
