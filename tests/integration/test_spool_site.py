@@ -58,3 +58,32 @@ async def test_rows_spooled_for_another_database_stop_the_start_with_exit_2_sayi
     assert "holds 1 rows for mysql 10.0.0.9:3306/seedb000 job 000" in result.stderr
     assert "database.url" in result.stderr and "move the folder away" in result.stderr
     assert not (tmp_path / "now.db").exists() or "Traceback" not in result.stderr
+
+
+async def test_check_shows_a_damaged_batch_with_what_it_held_and_its_size(tmp_path):
+    from test_spool import _checkpoint, payload_offset
+
+    from susee.spool import encode_payload
+
+    site = write_site(tmp_path, devices=meters(free_port()), db_url="sqlite:///site.db")
+    folder = tmp_path / "spool" / "site-000"
+    batches = [[Sample("d01", "104", 1613644200.0 + k, float(k * n), 1.0, 0) for n in range(50)] for k in range(3)]
+    spool = Spool(folder)
+    spool.open()
+    for batch in batches:
+        spool.append(batch)
+    spool.close()
+    _checkpoint(folder / "spool.db")
+    damaged = encode_payload(batches[1])
+    at = payload_offset(folder / "spool.db", damaged) + 10
+    with open(folder / "spool.db", "r+b") as file:
+        file.seek(at)
+        byte = file.read(1)
+        file.seek(at)
+        file.write(bytes([byte[0] ^ 1]))
+
+    result = await run_cli(tmp_path, "check", "--config", str(site))
+
+    assert f"spool {folder}: " in result.stdout and "100 rows waiting" in result.stdout, result.stdout
+    assert (f"damaged: batch 2 ({len(damaged)} bytes): 50 rows of ticks 2021-02-18 10:30:01 to 2021-02-18 10:30:01 "
+            f"UTC, devices d01 fails its checksum") in result.stdout, result.stdout
