@@ -136,6 +136,7 @@ async def test_at_run_time_a_refused_write_spools_logs_once_a_minute_and_counts(
     finally:
         writer.close()
         await asyncio.wait_for(task, 10)
+        await sink.close()
     conn = pymysql.connect(host="127.0.0.1", user="root", password="", database=mariadb_target.database)
     with conn.cursor() as cursor:
         cursor.execute(f"SELECT COUNT(*) FROM see{job_id}Raw")
