@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from ptyline import BITS_PER_BYTE, PtyLine  # noqa: E402
 
-from susee import buses  # noqa: E402
+from susee.backoff import Backoff  # noqa: E402
 from susee.config import Settings  # noqa: E402
 from susee.devices import plan_devices  # noqa: E402
 from susee.simulator import Fault, Pac3200Simulator  # noqa: E402
@@ -48,7 +48,7 @@ def wire_ms(baud: int) -> float:
 
 async def measure(baud: int, duration_s: float, backoff: bool, timeout_s: float) -> None:
     if not backoff:
-        buses.Backoff.skip = lambda self: False  # type: ignore[method-assign]
+        Backoff.skip = lambda self: False  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as folder, PtyLine(baudrate=baud) as line:
         database = Path(folder) / "bench.db"
         devices = [{"id": f"m{u}", "serial": {"port": line.client_port, "baudrate": baud}, "unit": u} for u in HEALTHY]

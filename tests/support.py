@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from susee.modbus import Answer, read_one_by_one
+from susee.links import Answer, read_one_by_one
 from susee.sample import Sample
 from susee.spool import Spool
 
@@ -40,7 +40,7 @@ def spooled_rows(folder: Path) -> list[Sample]:
 
 
 class ReadsInTurn:
-    """Gives a test double that has ``read()`` the links' ``read_many`` (the contract in ``susee.modbus``).
+    """Gives a test double that has ``read()`` the links' ``read_many`` (the contract in ``susee.links``).
 
     Each answer is stamped with ``self.clock.now()`` if the double has a
     clock, else with the wall clock.

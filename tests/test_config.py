@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from susee.config import ConfigError, load_settings
 from susee.devices import plan_devices
@@ -329,3 +330,52 @@ def test_workers_setting_accepts_a_count_or_auto_with_mariadb(site: Path, value:
 def test_one_worker_is_the_default_and_fine_with_sqlite(site: Path) -> None:
     assert _load(site, VALID).workers == 1
     assert _load(site, VALID + "workers: 1\n").workers == 1
+
+
+# --- frozen once loaded: resolved variants are copies ---
+
+
+@pytest.mark.parametrize(("change", "value"), [
+    pytest.param(lambda s, v: setattr(s, "sample_time", v), 60, id="top-level"),
+    pytest.param(lambda s, v: setattr(s.spool, "path", v), Path("/elsewhere"), id="section"),
+    pytest.param(lambda s, v: setattr(s.devices[0], "host", v), "10.0.0.9", id="device"),
+    pytest.param(lambda s, v: setattr(s, "simulator", v), None, id="simulator"),
+])
+def test_settings_cannot_be_changed_after_loading(site, change, value) -> None:
+    settings = _load(site, MYSQL_SITE + "devices:\n  - {id: d01, host: 127.0.0.1}\n")
+
+    with pytest.raises(ValidationError, match="frozen"):
+        change(settings, value)
+
+
+def test_resolved_settings_are_a_copy_with_the_spool_beside_the_config_file(site) -> None:
+    path = site / "site.yaml"
+    settings = _load(site, MYSQL_SITE + "spool: {path: buffer}\n")
+
+    resolved = settings.resolved(path)
+
+    assert resolved.spool.path == site / "buffer"
+    assert settings.spool.path == Path("buffer"), "the loaded settings are unchanged"
+    assert resolved.database == settings.database and resolved.spool.max_bytes == settings.spool.max_bytes
+
+
+def test_host_db_gives_the_database_url_without_changing_the_settings(site) -> None:
+    (site / ".env").write_text("host_db = '127.0.0.5'\nport_db = '3307'\n", encoding="utf-8")
+
+    settings = _load(site, 'job_id: "000"\n')
+
+    assert settings.database.url is None
+    assert settings.database_url == "mysql://127.0.0.5:3307"
+
+
+@pytest.mark.parametrize(("yaml_text", "write_timeout_s"), [
+    pytest.param("", 10.0, id="default-10-s"),
+    pytest.param("  write_timeout: 2.5\n", 2.5, id="set"),
+])
+def test_database_write_timeout(site, yaml_text, write_timeout_s) -> None:
+    assert _load(site, MYSQL_SITE + yaml_text).database.write_timeout == write_timeout_s
+
+
+def test_database_write_timeout_must_be_positive(site) -> None:
+    with pytest.raises(ConfigError, match="database.write_timeout"):
+        _load(site, MYSQL_SITE + "  write_timeout: 0\n")

@@ -17,17 +17,18 @@ from contextlib import AsyncExitStack
 import pytest
 
 from support import FakeClock, ReadsInTurn
-from susee.buses import Backoff
+from susee.backoff import Backoff
 from susee.config import DeviceSettings, Settings
 from susee.devices import DevicePlan, plan_devices
-from susee.fastlink import FastTcpLink
+from susee.links import Endpoint, LinkError
+from susee.links.pool import LinkPool
+from susee.links.tcp import FastTcpLink
 from susee.planner import plan_reads
 from susee.poller import Poller, PollReports
 from susee.profiles import load_profile
 from susee.sinks import create_sink
 from susee.supervisor import Supervisor, profile_summary
 from susee.ticks import TickGrid
-from susee.transport import Endpoint, LinkError, LinkPool
 
 T0 = 1_700_000_000.0
 PERIOD_S = 10.0
@@ -72,8 +73,8 @@ async def test_devices_going_silent_and_coming_back_in_one_period_make_one_warni
 
     for backoff in backoffs:
         backoff.record(timed_out=True, answered=False)
-    assert loud(caplog, "susee.buses") == [], "nothing at INFO or above per device"
-    assert len(messages(caplog, "susee.buses", logging.DEBUG)) == devices, "each device's detail stays at DEBUG"
+    assert loud(caplog, "susee.backoff") == [], "nothing at INFO or above per device"
+    assert len(messages(caplog, "susee.backoff", logging.DEBUG)) == devices, "each device's detail stays at DEBUG"
     reports.flush()
     assert messages(caplog, "susee.poller", logging.WARNING) == [
         f"{devices} device(s) stopped answering, backing off: skipping {devices} tick(s) in all "
@@ -85,7 +86,7 @@ async def test_devices_going_silent_and_coming_back_in_one_period_make_one_warni
         assert backoff.skip()
         backoff.record(timed_out=False, answered=True)
     reports.flush()
-    assert loud(caplog, "susee.buses") == []
+    assert loud(caplog, "susee.backoff") == []
     assert messages(caplog, "susee.poller", logging.WARNING) == [
         f"{devices} device(s) answer again, backoff ended after {devices} skipped tick(s) in all "
         f"in the last 10 s: {named}"
@@ -120,11 +121,11 @@ STANDALONE = {
 @pytest.mark.parametrize(("script", "warnings", "debug_lines"), STANDALONE.values(), ids=STANDALONE.keys())
 def test_a_backoff_without_reports_warns_per_device_and_keeps_the_probes_at_debug(caplog, script, warnings,
                                                                                   debug_lines):
-    caplog.set_level(logging.DEBUG, logger="susee.buses")
+    caplog.set_level(logging.DEBUG, logger="susee.backoff")
     _run_backoff(script)
-    assert loud(caplog, "susee.buses") == warnings
-    assert messages(caplog, "susee.buses", logging.WARNING) == warnings
-    assert len(messages(caplog, "susee.buses", logging.DEBUG)) == debug_lines
+    assert loud(caplog, "susee.backoff") == warnings
+    assert messages(caplog, "susee.backoff", logging.WARNING) == warnings
+    assert len(messages(caplog, "susee.backoff", logging.DEBUG)) == debug_lines
 
 
 async def test_a_device_that_stays_silent_is_reported_once_not_at_every_probe(caplog):
@@ -132,7 +133,7 @@ async def test_a_device_that_stays_silent_is_reported_once_not_at_every_probe(ca
     reports = PollReports(PERIOD_S)
     _run_backoff("TTTTT", reports)
     reports.flush()
-    assert loud(caplog, "susee.buses") == []
+    assert loud(caplog, "susee.backoff") == []
     assert loud(caplog, "susee.poller") == [
         "1 device(s) stopped answering, backing off: skipping 1 tick(s) in all in the last 10 s: d01"
     ]
@@ -174,7 +175,7 @@ async def test_a_gateway_dying_with_fifty_meters_makes_one_warning_from_the_poll
     assert all(p.backoff.active for p in pollers)
     reports.flush()
 
-    assert loud(caplog, "susee.buses") == []
+    assert loud(caplog, "susee.backoff") == []
     assert messages(caplog, "susee.poller", logging.WARNING) == [
         "50 device(s) stopped answering, backing off: skipping 50 tick(s) in all in the last 10 s: "
         "m00, m01, m02, m03, m04 and 45 more"
@@ -296,12 +297,12 @@ async def test_connects_ahead_of_the_first_tick_make_one_info_line(caplog):
             pool.link_for(Endpoint("127.0.0.1", _port(server)))
         pool.open_all()
 
-        line = await logged(caplog, "susee.transport", "connected to")
+        line = await logged(caplog, "susee.links.pool", "connected to")
 
     assert re.fullmatch(r"connected to 4 of 4 bus\(es\) ahead of the first tick in \d+\.\d s", line), line
-    assert loud(caplog, "susee.transport") == [line], "one line for all the buses"
-    assert loud(caplog, "susee.fastlink") == [], "no line per bus"
-    assert len([m for m in messages(caplog, "susee.fastlink", logging.DEBUG) if m.startswith("connected to")]) == 4
+    assert loud(caplog, "susee.links.pool") == [line], "one line for all the buses"
+    assert loud(caplog, "susee.links.tcp") == [], "no line per bus"
+    assert len([m for m in messages(caplog, "susee.links.tcp", logging.DEBUG) if m.startswith("connected to")]) == 4
 
 
 async def test_failed_connects_ahead_are_one_warning_naming_the_first_five(caplog):
@@ -315,7 +316,7 @@ async def test_failed_connects_ahead_are_one_warning_naming_the_first_five(caplo
             pool.link_for(Endpoint("127.0.0.1", port))
         pool.open_all()
 
-        line = await logged(caplog, "susee.transport", "connected to")
+        line = await logged(caplog, "susee.links.pool", "connected to")
 
     failed = len(refused)
     match = re.fullmatch(
@@ -328,7 +329,7 @@ async def test_failed_connects_ahead_are_one_warning_naming_the_first_five(caplo
     assert len(named) == 5
     assert all(re.fullmatch(r"127\.0\.0\.1:(\d+) \(Connection refused\)", n) for n in named), named
     assert {int(re.search(r":(\d+)", n)[1]) for n in named} <= set(refused)
-    assert [r.levelno for r in caplog.records if r.name == "susee.transport"] == [logging.WARNING]
+    assert [r.levelno for r in caplog.records if r.name == "susee.links.pool"] == [logging.WARNING]
 
 
 async def test_a_pool_closed_before_its_connects_end_says_nothing(caplog):
@@ -342,11 +343,11 @@ async def test_a_pool_closed_before_its_connects_end_says_nothing(caplog):
         pool.close()  # at once: the connect is cancelled, not failed
         await asyncio.gather(attempt, return_exceptions=True)  # the pool's callback ran before this returns
         assert attempt.cancelled()
-    assert loud(caplog, "susee.transport") == []
+    assert loud(caplog, "susee.links.pool") == []
 
 
 async def test_a_reconnect_after_a_lost_connection_is_info(caplog):
-    caplog.set_level(logging.DEBUG, logger="susee.fastlink")
+    caplog.set_level(logging.DEBUG, logger="susee.links.tcp")
     accepted: list[asyncio.StreamWriter] = []
     got_one = asyncio.Event()
 
@@ -361,7 +362,7 @@ async def test_a_reconnect_after_a_lost_connection_is_info(caplog):
         await link.open_ahead()
         await asyncio.wait_for(got_one.wait(), WAIT_S)
         accepted[0].close()  # the gateway drops the connection
-        await logged(caplog, "susee.fastlink", "connection lost")
+        await logged(caplog, "susee.links.tcp", "connection lost")
         await link.open_ahead()
     finally:
         link.close()
@@ -370,8 +371,8 @@ async def test_a_reconnect_after_a_lost_connection_is_info(caplog):
         server.close()
         await server.wait_closed()
 
-    assert loud(caplog, "susee.fastlink") == [f"{endpoint}: connection lost", f"reconnected to {endpoint}"]
-    assert messages(caplog, "susee.fastlink", logging.DEBUG) == [f"connected to {endpoint}"]
+    assert loud(caplog, "susee.links.tcp") == [f"{endpoint}: connection lost", f"reconnected to {endpoint}"]
+    assert messages(caplog, "susee.links.tcp", logging.DEBUG) == [f"connected to {endpoint}"]
 
 
 # --- The summary at stop ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from susee.profiles import MODBUS_MAX_REGISTERS, Profile, load_profile
 from susee.quality import Code
 from susee.sample import Sample
 from susee.ticks import TickGrid
-from susee.transport import ExceptionResponse
+from susee.links import ExceptionResponse
 
 PAC3200_DEFAULT = ["104", "107", "132", "133", "134", "135", "222", "226"]
 
@@ -415,6 +415,25 @@ def test_without_scale_registers_there_is_no_finisher() -> None:
     ],
 )
 def test_finisher_applies_ten_to_the_exponent_then_scale_and_offset(raw, exponent, scale, offset, expected) -> None:
+    assert _finished(raw, exponent, scale, offset) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("raw", "exponent", "expected"),
+    [
+        pytest.param(23073, 0xFFFE, 230.73, id="23073e-2"),  # 23073 * 0.01 is 230.73000000000002
+        pytest.param(1234, 0xFFFE, 12.34, id="1234e-2"),
+        pytest.param(7, 0xFFFF, 0.7, id="7e-1"),
+        pytest.param(4999, 0xFFFD, 4.999, id="4999e-3"),
+        pytest.param(12345, 0xFFFC, 1.2345, id="12345e-4"),
+        pytest.param(0x7FFF, 0xFFFE, 327.67, id="32767e-2"),
+    ],
+)
+def test_negative_exponent_gives_exactly_the_decimal_value(raw, exponent, expected) -> None:
+    assert _finished(raw, exponent) == expected  # exact: the nearest double to the decimal, as a meter shows it
+
+
+def _finished(raw: int, exponent: int, scale: float = 1.0, offset: float = 0.0) -> float:
     profile = _profile([_sr("p", 0, 1, scale=scale, offset=offset)])
     (block,) = plan_reads(profile, ["p"])
     buffer = registers_to_bytes([raw, exponent])
@@ -426,7 +445,7 @@ def test_finisher_applies_ten_to_the_exponent_then_scale_and_offset(raw, exponen
     (stored,) = finisher([block])(samples)
 
     assert (stored.param_id, stored.code, stored.delay_ms) == ("p", Code.OK, 5.0)
-    assert stored.value == pytest.approx(expected)
+    return stored.value
 
 
 # --- through the poller: one path for registers, bits and scale registers -----------------

@@ -107,3 +107,36 @@ def test_profile_without_an_action_is_a_usage_error(capsys) -> None:
         main(["profile"])
 
     assert raised.value.code == 2
+
+
+def test_profile_check_reports_every_error_of_the_file_at_once(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        "name: broken\ndefault_params: [U, X]\nparams:\n"
+        "  - {id: U, address: 1}\n"
+        "  - {id: U, address: 3}\n"
+        "  - {id: E, address: 65534, type: float64}\n"
+        "  - {id: B, address: 4, type: bit, bits: 3}\n",
+        encoding="utf-8",
+    )
+
+    assert main(["profile", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+
+    for problem in (
+        "params[1] (id 'U'): field 'id': duplicate of params[0]",
+        "params[2] (id 'E'): field 'address': register 65534 + 4 words exceeds 65535",
+        "params[3] (id 'B'): field 'function': type bit is read with function 1",
+        "field 'bits': a bit param is already one bit",
+    ):
+        assert problem in err, err
+
+
+def test_profile_check_of_a_yaml_syntax_error_names_the_file(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nparams: [\n", encoding="utf-8")
+
+    assert main(["profile", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+
+    assert f'in "{path}", line 3' in err and "<unicode string>" not in err

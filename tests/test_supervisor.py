@@ -10,7 +10,8 @@ import pytest
 from susee.config import Settings
 from susee.devices import plan_devices
 from susee.sinks import create_sink
-from susee.supervisor import YOUNG_GC_THRESHOLD, YOUNG_OBJECTS_PER_DEVICE, Supervisor
+from susee.runtime import YOUNG_GC_THRESHOLD, YOUNG_OBJECTS_PER_DEVICE
+from susee.supervisor import Supervisor
 
 
 def _closed_port() -> int:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from susee.cli import build_parser
-from susee.config import DeviceSettings
+from susee.config import DeviceSettings, Settings
 from susee.devices import DevicePlan
 from susee.sample import Sample
 from susee.spool import Spool
-from susee.workers import bus_of, orphan_spools, partition, spool_folder, worker_count
+from susee.workers import bus_of, orphan_spools, partition, spool_folder, worker_count, worker_settings
 
 EXIT_CONFIG = 2
 CLI_TIMEOUT_S = 30  # generous: the processes run in parallel on a busy CI box
@@ -293,3 +293,14 @@ def test_worker_option_is_hidden_from_help(capsys) -> None:
 
 
 # The workers setting itself (bad values, defaults) is tested with the other settings in test_config.
+
+
+def test_worker_settings_are_a_copy_with_the_workers_spool_and_no_simulator(tmp_path) -> None:
+    site = Settings(database={"url": "mysql://root@127.0.0.1"}, workers=2, simulator={"enabled": True},
+                    spool={"path": str(tmp_path / "spool")})
+
+    worker = worker_settings(site, 1, 2)
+
+    assert (worker.spool.path, worker.simulator) == (tmp_path / "spool" / "worker-1", None)
+    assert (site.spool.path, site.simulator.enabled) == (tmp_path / "spool", True), "the site's settings are unchanged"
+    assert worker.database == site.database and worker.workers == 2

@@ -6,15 +6,17 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from susee import __version__, commands, legacy, profile_commands
-from susee.config import ConfigError
+from susee import __version__, commands, legacy, logs, profile_commands
+from susee.config import ConfigError, StartError
+from susee.report.arguments import add_arguments as report_arguments
 
 EXIT_CONFIG = 2
-COMMANDS = ("run", "check", "migrate", "read", "last", "simulate", "profile", "import-legacy")
+COMMANDS = ("run", "check", "migrate", "read", "last", "simulate", "profile", "import-legacy", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", "-c", default=argparse.SUPPRESS, help="site YAML file")
     common.add_argument("--log-level", default=argparse.SUPPRESS, type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="override the config's log_level")
+    common.add_argument("--version", action="version", version=f"susee {__version__}")
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=logs.FORMATS,
+                        help=f"text (default) or json: one object per line (or set {logs.FORMAT_ENV})")
 
     parser = argparse.ArgumentParser(prog="susee", parents=[common],
                                      description="Clock-aligned Modbus energy meter acquisition into MariaDB.")
-    parser.add_argument("--version", action="version", version=f"susee {__version__}")
     parser.add_argument("--duration", type=float, default=argparse.SUPPRESS, help="stop cleanly after SECONDS")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -50,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile_actions = profile.add_subparsers(dest="profile_action", metavar="ACTION", required=True)
     profile_actions.add_parser("show", help="print a profile as a table").add_argument("profile", metavar="NAME|FILE")
     profile_actions.add_parser("check", help="validate a profile file").add_argument("profile", metavar="FILE")
+    report = sub.add_parser("report", parents=[common], help="consumption, peaks, tariff bands and completeness")
+    report_arguments(report)
     legacy_import = sub.add_parser("import-legacy", help="convert the original susee's etl_data.py to site YAML")
     legacy_import.add_argument("file", metavar="ETL_DATA_PY", help="read as data, never executed")
     return parser
@@ -60,7 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     level = getattr(args, "log_level", None)
     worker = getattr(args, "worker", None)
-    setup_logging(level or "INFO", f"worker {worker[0]}/{worker[1]} " if worker else "")
+    log_format = getattr(args, "log_format", None) or os.environ.get(logs.FORMAT_ENV) or "text"
+    if log_format not in logs.FORMATS:
+        print(f"susee: {logs.FORMAT_ENV}={log_format!r} is not one of {', '.join(logs.FORMATS)}", file=sys.stderr)
+        return EXIT_CONFIG
+    if command == "run":
+        os.environ[logs.FORMAT_ENV] = log_format  # its worker processes (workers: N) log the same way
+    logs.setup(level or "INFO", log_format, worker)
     try:
         if command == "simulate":
             return run_async(commands.simulate(args.host, args.port, args.units, args.fault))
@@ -77,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The service logs at the configured level; one-shot commands print
             # their results and only log what went wrong.
             logging.getLogger().setLevel(site.settings.log_level if command == "run" else "WARNING")
+            if command != "run":  # one-shot commands print the database's errors themselves: once
+                logging.getLogger("susee.sinks").setLevel("ERROR")
         if command == "run":
             return run_async(commands.run(site, getattr(args, "duration", None), worker, level))
         if command == "check":
@@ -85,15 +99,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_async(commands.migrate(site))
         if command == "last":
             return run_async(commands.last(site, args.raw))
+        if command == "report":
+            return _report(site, args)
         return run_async(commands.read(site, args.device))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # output piped into head & co.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
         return 0
+
+
+def _report(site: commands.Site, args: argparse.Namespace) -> int:
+    try:
+        from susee.report.command import run
+    except ImportError as exc:  # numpy, matplotlib & co. come with the extra
+        print(f"susee report needs the 'report' extra: pip install 'susee[report]' ({exc})", file=sys.stderr)
+        return EXIT_CONFIG
+    return run(site.settings, site.plans, site.path, args)
 
 
 def _worker_share(text: str) -> tuple[int, int]:
@@ -104,21 +132,41 @@ def _worker_share(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def setup_logging(level: str, tag: str = "") -> None:
-    """Log to stderr; ``tag`` (e.g. "worker 1/4 ") marks each line of a worker process."""
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s %(levelname)-7s {tag}%(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.Formatter.converter = __import__("time").gmtime  # log times in UTC, like the Date column
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its errors are ours to report, as codes
-
-
 def run_async(coroutine: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where installed (faster timers and sockets), else asyncio."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(coroutine)
-    return uvloop.run(coroutine)
+        return asyncio.run(stop_on_sigterm(coroutine))
+    return uvloop.run(stop_on_sigterm(coroutine))
+
+
+async def stop_on_sigterm(coroutine: Coroutine[Any, Any, int]) -> int:
+    """Run ``coroutine``; SIGTERM cancels it as Ctrl-C would, and that is a clean stop (0).
+
+    Needed because the kernel drops a signal to PID 1 (a container's first
+    process) that has no handler: ``docker stop`` would wait, then kill.
+    A command that stops on signals its own way (the service) replaces this
+    handler with its own while it runs.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+        pass
+    try:
+        return await coroutine
+    except asyncio.CancelledError:
+        if terminated:
+            return 0
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

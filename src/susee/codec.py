@@ -134,6 +134,9 @@ def make_decoder(
     permutation = byte_permutation(data_type.words, byte_order, word_order)
     identity = permutation == tuple(range(2 * data_type.words))
     unscaled = scale == 1.0 and offset == 0.0
+    # A 64-bit integer is returned as the DOUBLE it is stored as: 0xFFFFFFFFFFFFFFFF
+    # ("not available" on many meters) is above what an SQLite INTEGER holds.
+    wide = data_type.kind == "int" and data_type.words == 4
     shift, mask = (bits[0], (1 << (bits[1] - bits[0] + 1)) - 1) if bits is not None else (0, -1)
 
     def decode(buffer: bytes) -> tuple[float | None, int]:
@@ -145,6 +148,8 @@ def make_decoder(
         if bits is not None:
             raw = (raw >> shift) & mask
         value = raw if unscaled else raw * scale + offset
+        if wide:
+            value = float(value)
         if isinstance(value, float) and not math.isfinite(value):
             return None, Code.VALUE_NAN
         return value, Code.OK
@@ -174,6 +179,7 @@ def make_block_decoder(fields: list[tuple[FieldFormat, int]]) -> BlockDecoder:
             by_field.append((index, fmt.decoder(offset_words)))
     unpack = struct.Struct("".join(codes)).unpack_from
     floats = tuple(i for i in unpacked if DATA_TYPES[fields[i][0].type_name].kind == "float")
+    wide = tuple(i for i in unpacked if DATA_TYPES[fields[i][0].type_name].struct_code in "qQ")  # as make_decoder
     scaled = tuple((i, fields[i][0].scale, fields[i][0].offset) for i in unpacked
                    if fields[i][0].scale != 1.0 or fields[i][0].offset != 0.0)
     count = len(fields)
@@ -186,6 +192,8 @@ def make_block_decoder(fields: list[tuple[FieldFormat, int]]) -> BlockDecoder:
             values = [None] * count
             for index, value in zip(unpacked, unpack(buffer)):
                 values[index] = value
+        for index in wide:
+            values[index] = float(values[index])
         for index in floats:
             value = values[index]
             if value - value:  # NaN or infinite (inf - inf is NaN, and NaN is true)

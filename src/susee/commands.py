@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,10 @@ from susee.sinks import SinkError, create_sink, format_tick
 from susee.spool import check_not_in_use as check_spool_not_in_use
 from susee.spool import folder_problem as spool_folder_problem
 from susee.spool import inspect as inspect_spool
-from susee.supervisor import Supervisor, embedded_simulator
+from susee.simulator import embedded_simulator
+from susee.supervisor import Supervisor
 from susee.ticks import TickGrid, WallClock
-from susee.transport import LinkPool
+from susee.links.pool import LinkPool
 from susee.workers import (
     OrphanReplay,
     Workers,
@@ -29,6 +31,7 @@ from susee.workers import (
     partition,
     spool_folder,
     worker_count,
+    worker_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 # Codes that mean "could not talk to the device" for ``check``; a NaN value is
 # a reading, not an unreachable meter.
 _UNREACHABLE = ~int(Code.VALUE_NAN)
+NO_DEVICES = "no enabled device: nothing to poll (add one under 'devices:', or set its enabled: true)"
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,7 @@ class Site:
 def load_site(config: str) -> Site:
     """Load, validate and plan; ConfigError on anything invalid."""
     path = Path(config)
-    settings = load_settings(path)
-    settings.spool.path = settings.spool.folder(path, settings.job_id)  # [spool branch] per site; relative to the config file
+    settings = load_settings(path).resolved(path)  # the spool per site, relative to the config file
     plans = plan_devices(settings, path)
     return Site(path, settings, plans)
 
@@ -60,6 +63,8 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
               log_level: str | None = None) -> int:
     """Acquire: in this process, or as the parent of ``workers`` processes, or as worker K of N."""
     settings, plans = site.settings, site.plans
+    if worker is None and not plans:
+        raise ConfigError(f"{site.path}: {NO_DEVICES}")
     # Without a writable spool an outage would lose rows: refuse to start instead.
     problem = await asyncio.to_thread(spool_folder_problem, settings.spool.path)
     if problem is not None:
@@ -77,8 +82,7 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     if worker is not None:
         index, count = worker
         plans = partition(plans, count)[index]
-        settings.spool.path = spool_folder(settings.spool.path, index, count)
-        settings.simulator = None  # the parent hosts it
+        settings = worker_settings(settings, index, count)
     else:
         orphans = await asyncio.to_thread(orphan_spools, settings.spool.path, 1)
     replay = OrphanReplay(settings, orphans)
@@ -105,7 +109,7 @@ async def migrate(site: Site) -> int:
             print(line)
         problems = await sink.verify()  # [spool branch] "up to date" is not enough: a column may be gone
     except SinkError as exc:
-        print(f"database {sink.target}: {exc}")
+        print(f"database {exc}")  # the message starts with the target
         return 1
     finally:
         await sink.close()
@@ -115,25 +119,71 @@ async def migrate(site: Site) -> int:
 
 
 async def last(site: Site, raw_rows: int | None) -> int:
-    """Print the newest value of every param, or the newest raw rows."""
-    sink = create_sink(site.settings.database_target(), site.settings.job_id)
+    """Print the newest value of every param, or the newest raw rows (read-only: creates nothing)."""
+    target, job_id = site.settings.database_target(), site.settings.job_id
+    missing = _missing_sqlite_file(target)
+    if missing:
+        print(f"database {target}: {missing}; `susee migrate --config {site.path}` creates it")
+        return 1
+    sink = create_sink(target, job_id)
     table, limit = ("raw", raw_rows) if raw_rows else ("last", 100_000)
     try:
         await sink.open()
         rows = await sink.recent(table, limit)
     except SinkError as exc:
-        print(f"database {sink.target}: {exc}")
+        if _no_tables(exc):
+            print(f"database {target}: has no susee tables for job {job_id} (see{job_id}Raw ...): "
+                  f"run `susee migrate --config {site.path}` first")
+        else:
+            print(f"database {exc}")  # the message starts with the target
         return 1
     finally:
         await sink.close()
-    acronyms = {pid: spec.acronym for plan in site.plans if plan.profile for pid, spec in plan.profile.by_id.items()}
-    print(f"{'idDevice':<10} {'Date':<26} {'idParam':<8} {'acronym':<14} {'Value':>18} {'Delay':>9} Code")
+    if table == "raw":  # newest tick first; within a tick, in device and param order
+        rows.sort(key=lambda row: (row[0], row[2]))
+        rows.sort(key=lambda row: str(row[1]), reverse=True)
+    specs = {pid: spec for plan in site.plans if plan.profile for pid, spec in plan.profile.by_id.items()}
+    print(f"{'idDevice':<10} {'Date':<26} {'idParam':<8} {'acronym':<14} {'Value':>22} {'unit':<6} {'Delay':>9} Code")
     for device_id, date, param_id, value, delay, code in rows:
-        shown = "NULL" if value is None else f"{value:.4f}"
-        print(f"{device_id:<10} {str(date):<26} {param_id:<8} {acronyms.get(param_id, ''):<14} {shown:>18} "
-              f"{delay:>9.1f} {code} ({describe(code)})")
-    print(f"{len(rows)} row(s) from see{site.settings.job_id}{table.capitalize()} in {sink.target}")
+        spec = specs.get(param_id)
+        unit = spec.unit if spec is not None else ""
+        print(f"{device_id:<10} {str(date):<26} {param_id:<8} {spec.acronym if spec else '':<14} "
+              f"{shown_value(value):>22} {unit or '-':<6} {delay:>9.1f} {code} ({describe(code)})")
+    print(f"{len(rows)} row(s) from see{job_id}{table.capitalize()} in {target}")
     return 0
+
+
+def shown_value(value: float | None) -> str:
+    """A Value for people: digits grouped (counters run into millions), 4 decimals unless whole."""
+    if value is None:
+        return "NULL"
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:,.4f}"
+
+
+def _missing_sqlite_file(target) -> str | None:
+    """Why a read-only command cannot open ``target``: an SQLite file that does not exist (None otherwise).
+
+    sqlite3 would create an empty file, leaving a stray database behind a typo.
+    """
+    if target.kind == "sqlite" and not target.path.exists():
+        return "the SQLite file does not exist"
+    return None
+
+
+# Errors that mean "this database holds no susee tables": MariaDB 1046 (no
+# database selected: it does not exist), 1049 (unknown database), 1146 (no
+# such table); SQLite's "no such table".
+_NO_TABLES = frozenset({1046, 1049, 1146})
+
+
+def _no_tables(exc: SinkError) -> bool:
+    cause = exc.__cause__
+    if cause is None:
+        return False
+    number = cause.args[0] if cause.args else None
+    return (isinstance(number, int) and number in _NO_TABLES) or "no such table" in str(cause)
 
 
 async def check(site: Site) -> int:
@@ -147,6 +197,9 @@ async def check(site: Site) -> int:
         shares = "/".join(str(len(share)) for share in partition(site.plans, count))
         print(f"workers: {count} processes, devices per worker {shares}")
     healthy = True
+    if not site.plans:
+        print(f"  WARNING: {NO_DEVICES}")
+        healthy = False
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(embedded_simulator(settings))
         links = LinkPool()
@@ -160,7 +213,10 @@ async def check(site: Site) -> int:
     for folder in await asyncio.to_thread(orphan_spools, root, count):
         print(f"  spool {folder} is from a run with another worker count: the next start replays it")
         healthy &= await _check_spool(folder)
-    print("all reachable" if healthy else "NOT all reachable")
+    if not site.plans:
+        print("nothing to poll: `susee run` refuses this config")
+    else:
+        print("all reachable" if healthy else "NOT all reachable")
     return 0 if healthy else 1
 
 
@@ -205,6 +261,14 @@ async def _check_device(plan: DevicePlan, links: LinkPool) -> bool:
 
 
 async def _check_database(target, job_id: str) -> bool:
+    missing = _missing_sqlite_file(target)
+    if missing:  # read-only: the first run or `susee migrate` creates it
+        folder = target.path.parent
+        if os.access(folder, os.W_OK):
+            print(f"  database: {missing} yet; the first run or `susee migrate` creates it")
+            return True
+        print(f"  database: {missing}, and its folder {folder} is not writable")
+        return False
     problems = await database_problems(target, job_id)  # [spool branch] privileges and columns too
     if problems is None:
         sink = create_sink(target, job_id)
@@ -212,7 +276,7 @@ async def _check_database(target, job_id: str) -> bool:
             await sink.open()
             await sink.ping()
         except SinkError as exc:
-            print(f"  database: UNREACHABLE: {exc}")
+            print(f"  database: UNREACHABLE: {_without_target(exc, target)}")
             return False
         finally:
             await sink.close()
@@ -220,8 +284,13 @@ async def _check_database(target, job_id: str) -> bool:
         print("  database: reachable" + ("" if problems is not None else " (tables not checked)"))
     for problem in problems or ():
         verdict = "UNREACHABLE" if "cannot connect" in problem else "CANNOT STORE ROWS"  # login refused, or not
-        print(f"  database: {verdict}: {problem}")
+        print(f"  database: {verdict}: {problem.removeprefix(f'{target}: ')}")
     return not problems
+
+
+def _without_target(exc: SinkError, target) -> str:
+    """The sink's message without the target it starts with (already printed above it)."""
+    return str(exc).removeprefix(f"{target}: ")
 
 
 async def read(site: Site, device_id: str) -> int:

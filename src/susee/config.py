@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from susee.bus_key import BusKey, serial_bus, tcp_bus
 from susee.validation import describe_errors
 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{1,16}$")
@@ -50,8 +51,13 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names file, device and field."""
 
 
+class StartError(Exception):
+    """Valid settings, but something they name cannot be used now (a port in use); the message says what to do."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Frozen once loaded: a resolved variant (a worker's spool folder) is a copy, never an assignment.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatabaseSettings(_Section):
@@ -62,6 +68,11 @@ class DatabaseSettings(_Section):
     password: SecretStr | None = None
     name: str | None = None  # default seedb<job_id>
     connect_timeout: float = Field(default=5.0, gt=0)
+    # A healthy database commits a batch in milliseconds: a write with no answer
+    # after this is a hung server, and the batch goes to the spool (where it is
+    # safer than in memory). It also bounds how long rows wait in memory behind
+    # a hung write. The one timeout of a write (the sink sets none of its own).
+    write_timeout: float = Field(default=10.0, gt=0)
 
     @field_validator("url")
     @classmethod
@@ -118,11 +129,13 @@ class DeviceSettings(_Section):
     params: list[str] | None = None
     # Register numbering of this device's manual, overriding the profile's (0 or 1).
     address_base: Literal[0, 1] | None = None
+    # Labels for reports, e.g. {building: A, use: hvac}: `susee report --by tag:building`.
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("id", mode="before")
     @classmethod
     def _id_text(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) else value
+        return _refuse_number(value, "id", "d01")
 
     @field_validator("id")
     @classmethod
@@ -136,6 +149,13 @@ class DeviceSettings(_Section):
     def _params_text(cls, value: object) -> object:
         if isinstance(value, list):
             return [str(v) if isinstance(v, int) else v for v in value]
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_text(cls, value: object) -> object:
+        if isinstance(value, dict):  # {floor: 2} means "2"
+            return {str(k): str(v) if isinstance(v, (int, float)) else v for k, v in value.items()}
         return value
 
     @field_validator("serial", mode="before")
@@ -157,14 +177,14 @@ class DeviceSettings(_Section):
         return self
 
     @property
-    def bus(self) -> str:
+    def bus(self) -> BusKey:
         """Devices with equal ``bus`` share one connection: a serial port or a host:port."""
-        return f"serial port {self.serial.port}" if self.serial is not None else f"host:port {self.host}:{self.port}"
+        return serial_bus(self.serial.port) if self.serial is not None else tcp_bus(self.host or "", self.port)
 
 
 def check_buses(devices: list[DeviceSettings]) -> None:
     """Raise ValueError naming both devices when devices sharing a bus disagree on its framing."""
-    first: dict[str, int] = {}
+    first: dict[BusKey, int] = {}
     for index, device in enumerate(devices):
         if not device.enabled:
             continue
@@ -183,6 +203,25 @@ def check_buses(devices: list[DeviceSettings]) -> None:
                     f"devices[{index}] (id {device.id!r}): field {field!r}: {mine} differs from {theirs} of "
                     f"devices[{other_index}] (id {other.id!r}) on the same {device.bus}"
                 )
+
+
+def check_virtual_meters(virtual_meters: dict[str, str], device_ids: Mapping[str, int]) -> None:
+    """Raise ValueError naming the virtual meter whose name or expression is wrong."""
+    from susee.expressions import ExpressionError, parse_expression
+
+    for name, expression in virtual_meters.items():
+        where = f"virtual_meters.{name}"
+        if not ID_PATTERN.fullmatch(name):
+            raise ValueError(f"{where}: name must be 1-20 characters of letters, digits, _ . : -")
+        if name in device_ids:
+            raise ValueError(f"{where}: name is already a device id")
+        try:
+            terms = parse_expression(expression)
+        except ExpressionError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        unknown = [device for _, device in terms if device not in device_ids]
+        if unknown:
+            raise ValueError(f"{where}: {', '.join(map(repr, unknown))} not a device id")
 
 
 class WriterSettings(_Section):
@@ -210,12 +249,6 @@ class SpoolSettings(_Section):
     path: Path | None = None
     max_bytes: int = Field(default=1 << 30, gt=0)  # 1 GiB
     when_full: Literal["stop_polling", "drop_oldest"] = "stop_polling"
-
-    def folder(self, config_path: Path, job_id: str = "000") -> Path:
-        """The spool folder, resolved against the config file's folder."""
-        if self.path is not None:
-            return config_path.parent / self.path
-        return config_path.parent / "spool" / f"{config_path.stem}-{job_id}"
 
 
 class SimulatorSettings(_Section):
@@ -262,6 +295,7 @@ class Settings(BaseSettings):
         # A .env is often shared with other tools: ignore its unrelated keys
         # instead of failing on them (extra="forbid"); SUSEE_ typos still fail.
         dotenv_filtering="match_prefix",
+        frozen=True,  # see _Section
     )
 
     job_id: str = "000"
@@ -276,8 +310,16 @@ class Settings(BaseSettings):
     # connection and spool: one core is enough for a few thousand meters at
     # 1 s; "auto" takes one per CPU (never more than there are buses).
     workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    # Seconds between two status lines in the log (ticks, rows, failing
+    # devices, Delay, database, spool): one line however many devices; 0: none.
+    status_every: float = Field(default=60.0, ge=0)
     simulator: SimulatorSettings | None = None
     devices: list[DeviceSettings] = Field(default_factory=list)
+    # Reports: the site's IANA time zone (intervals and tariff bands follow its
+    # civil time; rows stay in UTC) and meters computed from real ones, e.g.
+    # {unmetered: "main - hvac - lighting"} (see susee.expressions).
+    timezone: str = "UTC"
+    virtual_meters: dict[str, str] = Field(default_factory=dict)
 
     # The original susee's .env names.
     user_db: str | None = Field(default=None, validation_alias="user_db")
@@ -312,7 +354,7 @@ class Settings(BaseSettings):
     @field_validator("job_id", mode="before")
     @classmethod
     def _job_text(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) else value
+        return _refuse_number(value, "job_id", "010")
 
     @field_validator("job_id")
     @classmethod
@@ -320,6 +362,17 @@ class Settings(BaseSettings):
         # The job id becomes part of database and table names.
         if not JOB_ID_PATTERN.fullmatch(value):
             raise ValueError("job_id must match ^[A-Za-z0-9_]{1,16}$")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Rome, UTC)") from None
         return value
 
     @model_validator(mode="after")
@@ -334,13 +387,29 @@ class Settings(BaseSettings):
                 raise ValueError(f"devices[{index}] (id {device.id!r}): field 'id': duplicate of devices[{seen[device.id]}]")
             seen[device.id] = index
         check_buses(self.devices)
-        if self.database.url is None:
-            if self.host_db is None:
-                raise ValueError("database.url: required (or host_db/port_db from the original susee .env)")
-            self.database.url = f"mysql://{self.host_db}:{self.port_db or 3306}"
-        if self.workers != 1 and str(self.database.url).startswith("sqlite"):
+        check_virtual_meters(self.virtual_meters, seen)
+        if self.database.url is None and self.host_db is None:
+            raise ValueError("database.url: required (or host_db/port_db from the original susee .env)")
+        if self.workers != 1 and self.database_url.startswith("sqlite"):
             raise ValueError("workers: more than one needs a MariaDB database (SQLite takes one writer at a time)")
         return self
+
+    @property
+    def database_url(self) -> str:
+        """``database.url``, or the one the original susee's host_db/port_db give."""
+        if self.database.url is not None:
+            return self.database.url
+        return f"mysql://{self.host_db}:{self.port_db or 3306}"
+
+    def resolved(self, config_path: Path) -> Settings:
+        """These settings as the site runs them: relative paths (SQLite file, spool) taken from the config file's folder."""
+        # The default spool is per site (config file name and job): two sites in one folder never share one.
+        default_spool = Path("spool") / f"{Path(config_path).stem}-{self.job_id}"
+        return resolved_paths(self, Path(os.path.abspath(config_path.parent)), default_spool)
+
+    def with_spool(self, folder: Path) -> Settings:
+        """A copy whose spool is ``folder``."""
+        return self.model_copy(update={"spool": self.spool.model_copy(update={"path": folder})})
 
     def database_target(self) -> DatabaseTarget:
         """Where to connect, with credentials merged from every source."""
@@ -364,7 +433,7 @@ class DatabaseTarget:
     @classmethod
     def from_settings(cls, settings: Settings) -> DatabaseTarget:
         db = settings.database
-        url = db.url or ""
+        url = settings.database_url
         parts = urlsplit(url)
         default_name = f"seedb{settings.job_id}"
         if parts.scheme == "sqlite":
@@ -440,25 +509,107 @@ def _mask_url(url: str) -> str:
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate ``path``; raise ConfigError naming file, device and field."""
+    """Read and validate ``path``; raise ConfigError naming file, device and field.
+
+    The settings are as written; ``Settings.resolved(path)`` gives the copy
+    whose relative paths are taken from the file's folder.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
     try:
-        data = yaml.load(text, Loader=YAML_LOADER) or {}
+        data = load_yaml(text, str(path)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    unquoted = unquoted_ids(text, data)
+    if unquoted:
+        raise ConfigError(f"{path}: " + "\n  ".join(unquoted))
     env_files = [p for p in (path.parent / ".env", Path.cwd() / ".env") if p.is_file()]
     secrets_dir = Path((environ or os.environ).get("SUSEE_SECRETS_DIR", DEFAULT_SECRETS_DIR))
     try:
-        return Settings(
+        settings = Settings(
             **data,
             _env_file=tuple(env_files) or None,
             _secrets_dir=secrets_dir if secrets_dir.is_dir() else None,
         )
     except ValidationError as exc:
-        raise ConfigError(f"{path}: " + "\n  ".join(describe_errors(exc, data, "devices"))) from exc
+        raise ConfigError(f"{path}: " + "\n  ".join(describe_errors(exc, data, "devices", Settings))) from exc
+    return settings
 
+
+def load_yaml(text: str, source: str) -> object:
+    """``yaml.load`` whose errors name ``source`` (the file), not "<unicode string>"."""
+    try:
+        return yaml.load(text, Loader=YAML_LOADER)
+    except yaml.MarkedYAMLError as exc:
+        # libyaml's marks are read-only: replace them with named copies.
+        for attribute in ("context_mark", "problem_mark"):
+            mark = getattr(exc, attribute)
+            if mark is not None:
+                setattr(exc, attribute, yaml.Mark(source, mark.index, mark.line, mark.column, None, None))
+        raise
+
+
+def resolved_paths(settings: Settings, folder: Path, default_spool: Path = Path("spool")) -> Settings:
+    """A copy of ``settings`` whose SQLite file and spool folder are absolute, relative ones taken from ``folder``
+    (the spool ``default_spool`` when not set)."""
+    database = settings.database
+    url = database.url or ""
+    if url.startswith("sqlite:///"):
+        file = url[len("sqlite:///"):]
+        if file and not Path(file).is_absolute():
+            database = database.model_copy(update={"url": f"sqlite:///{folder / file}"})
+    spool = settings.spool.model_copy(update={"path": folder / (settings.spool.path or default_spool)})
+    return settings.model_copy(update={"database": database, "spool": spool})
+
+
+def unquoted_ids(text: str, data: Mapping) -> list[str]:
+    """One line per id that YAML read as a number, quoting it as written in ``text``.
+
+    YAML reads an unquoted ``010`` as the octal number 8, ``000`` as 0 and
+    ``01`` as 1: the id would silently become another one (job 8 writes to
+    ``seedb8``). Ids are text, so a number is refused with the quoted fix.
+    """
+    found: list[tuple[str, tuple[str | int, ...], str]] = []
+    if _is_number(data.get("job_id")):
+        found.append(("field 'job_id'", ("job_id",), "job_id"))
+    devices = data.get("devices")
+    for index, device in enumerate(devices if isinstance(devices, list) else []):
+        if isinstance(device, Mapping) and _is_number(device.get("id")):
+            found.append((f"devices[{index}] (id {device['id']!r}): field 'id'", ("devices", index, "id"), "id"))
+    if not found:
+        return []
+    root = yaml.compose(text, Loader=YAML_LOADER)
+    lines = []
+    for where, keys, key in found:
+        written = _scalar_at(root, keys)
+        value = data.get("job_id") if key == "job_id" else data["devices"][keys[1]]["id"]
+        lines.append(f"{where}: {written} is read by YAML as the number {value!r}; ids are text: "
+                     f"quote it, {key}: \"{written}\"")
+    return lines
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scalar_at(node: yaml.Node | None, keys: tuple[str | int, ...]) -> str:
+    """The text of the scalar at ``keys`` (mapping keys, list indices) as written in the file."""
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return "?"
+    return node.value if isinstance(node, yaml.ScalarNode) else "?"
+
+
+def _refuse_number(value: object, key: str, example: str) -> object:
+    """Ids are text: a number (YAML's reading of an unquoted ``010``) is refused, never turned into text."""
+    if _is_number(value):
+        raise ValueError(f"is the number {value!r}; ids are text: quote it, e.g. {key}: \"{example}\"")
+    return value

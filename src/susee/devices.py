@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from susee.config import ConfigError, DeviceSettings, Settings
+from susee.links import Endpoint, SerialEndpoint
 from susee.planner import BlockRead, Finish, PlanError, finisher, plan_reads
 from susee.profiles import Profile, ProfileError, load_profile
 from susee.sinks import ParamRow
-from susee.transport import Endpoint, SerialEndpoint, endpoint_of
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,14 @@ class DevicePlan:
     @property
     def param_ids(self) -> list[str]:
         return [pid for block in self.blocks for pid in block.visible_ids]
+
+
+def endpoint_of(settings: DeviceSettings) -> Endpoint | SerialEndpoint:
+    """Where ``settings`` says the device is reached."""
+    serial = settings.serial
+    if serial is not None:
+        return SerialEndpoint(serial.port, serial.baudrate, serial.parity, serial.stopbits, serial.bytesize)
+    return Endpoint(settings.host or "", settings.port, settings.framer)
 
 
 def plan_devices(settings: Settings, config_path: Path) -> list[DevicePlan]:

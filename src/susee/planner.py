@@ -163,12 +163,18 @@ def _rescaled(sample: Sample, exponent: Sample | None, rescale: Rescale) -> Samp
     if sample.value is None:
         return sample
     try:
-        value = sample.value * 10.0 ** int(exponent.value) * rescale.scale + rescale.offset
+        value = _times_power_of_ten(sample.value, int(exponent.value)) * rescale.scale + rescale.offset
     except OverflowError:
         value = math.inf
     if not math.isfinite(value):
         return sample._replace(value=None, code=sample.code | Code.VALUE_NAN)
     return sample._replace(value=value)
+
+
+def _times_power_of_ten(raw: float, exponent: int) -> float:
+    """``raw`` x 10^exponent, dividing for a negative exponent: 23073 / 100 is 230.73 exactly,
+    where 23073 * 0.01 is 230.73000000000002 (0.01 has no exact binary form, 100 has)."""
+    return raw * 10.0 ** exponent if exponent >= 0 else raw / 10.0 ** -exponent
 
 
 def _param_span(profile: Profile, param: ParamSpec, address_base: int | None, rescale: Rescale | None) -> _Span:

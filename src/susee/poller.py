@@ -14,28 +14,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from susee.buses import Backoff, backoff_cap_ticks
+from susee.backoff import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
 from susee.planner import BlockRead
 from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response, mark_late
-from susee.sample import Sample
+from susee.sample import Sample, fast_tuple
 from susee.shown import first_few
 from susee.ticks import Clock, StepWatch, TickGrid
-from susee.transport import Answer, ExceptionResponse, Link, LinkError, Read
+from susee.links import Answer, ExceptionResponse, Link, LinkError, Read
 
 log = logging.getLogger(__name__)
 
 # Plain ints: an IntFlag operation costs a Python-level call, on every device-tick.
 _NO_ANSWER = int(Code.ERR_CONNECTION)
 _VALUE_NAN = int(Code.VALUE_NAN)
-# Builds a Sample from a tuple of its fields in C; Sample(...) goes through a
-# Python-level __new__ that costs twice as much, eight times per device-tick.
-_new_sample = tuple.__new__
 
 Emit = Callable[[list[Sample]], None]
+
+
+def _never() -> bool:
+    return False
 
 
 
@@ -80,6 +81,11 @@ class PollReports:
         # Backoffs (``BackoffReports``): a gateway that dies takes all its meters with it at once.
         self.silent = TickLog("stopped answering, backing off: skipping %d tick(s) in all", period_s)
         self.answering = TickLog("answer again, backoff ended after %d skipped tick(s) in all", period_s)
+        # Devices that answer, but with an exception instead of values (a gateway whose meter is
+        # silent: 0x0B), and that answer with values again: once per change, not at every tick.
+        self.refusing = TickLog("answer with an exception instead of values (%d poll(s)); the Code column says which",
+                                period_s)
+        self.values_again = TickLog("answer with values again after %d poll(s) with exceptions in all", period_s)
         self.steps = StepWatch(period_s)  # [spool branch] wall-clock steps, logged once for the site
 
     def flush(self) -> None:
@@ -87,6 +93,8 @@ class PollReports:
         self.errors.flush()
         self.silent.flush()
         self.answering.flush()
+        self.refusing.flush()
+        self.values_again.flush()
 
 
 def code_for_failure(exc: BaseException) -> int:
@@ -113,15 +121,17 @@ class Poller:
     """Polls one device on the shared tick grid and emits its samples."""
 
     def __init__(self, plan: DevicePlan, link: Link | None, grid: TickGrid, clock: Clock, emit: Emit,
-                 reports: PollReports | None = None) -> None:
+                 reports: PollReports | None = None, paused: Callable[[], bool] | None = None) -> None:
         self.plan = plan
         self.reports = reports or PollReports(grid.period_s)
         self._told_unexpected = False  # this device's first unexpected error was logged in full
+        self._refused_polls = 0  # polls in a row answered with an exception response (0: answering with values)
         self.link = link
         self.grid = grid
         self.clock = clock
         self.emit = emit
-        self.paused: Callable[[], bool] = lambda: False  # the supervisor's "spool full: skip this tick"
+        # Asked before every tick: True skips it (the store's "spool full: acquisition paused").
+        self.paused: Callable[[], bool] = paused or _never
         self.stats = PollStats()
         self.backoff = Backoff(plan.id, backoff_cap_ticks(grid.period_s), self.reports)
         self._reads = tuple(Read(block.function, block.address, block.count) for block in plan.blocks)
@@ -164,6 +174,10 @@ class Poller:
                     index = following
                     tick_s = grid.time_of(index)
 
+    def snapshot(self) -> PollStats:
+        """A copy of this device's counters, for summaries and status: polling goes on changing its own."""
+        return replace(self.stats, codes=dict(self.stats.codes))
+
     def stop(self, at_s: float) -> bool:
         """Poll no tick later than ``at_s``; True if the caller may cancel now.
 
@@ -196,7 +210,7 @@ class Poller:
     def _samples(self, answers: list[Answer], tick_s: float) -> list[Sample]:
         """Rows of every block from its answer; the Delay of each is when its own answer came."""
         samples: list[Sample] = []
-        timed_out = answered = unreachable = False
+        timed_out = answered = unreachable = refused = False
         for block, (outcome, received_s) in zip(self.plan.blocks, answers):
             delay_ms = (received_s - tick_s) * 1000.0
             if unreachable:  # not sent after a connection failure: the same code, not counted again
@@ -211,8 +225,24 @@ class Poller:
                     timed_out |= outcome.timed_out
                 else:
                     answered = True  # an exception response is an answer: the device is there
+                    refused |= isinstance(outcome, ExceptionResponse)
         self.backoff.record(timed_out=timed_out, answered=answered)
+        if answered and (refused or self._refused_polls):
+            self._track_refusals(refused)
         return samples
+
+    def _track_refusals(self, refused: bool) -> None:
+        """Log a device starting or ceasing to answer with exceptions once, not at every tick."""
+        if refused:
+            self._refused_polls += 1
+            if self._refused_polls == 1:
+                self.reports.refusing.add(self.plan.id)
+                log.debug("device %s: answers with an exception instead of values", self.plan.id)
+            return
+        self.reports.values_again.add(self.plan.id, self._refused_polls)
+        log.debug("device %s: answers with values again after %d poll(s) with exceptions",
+                  self.plan.id, self._refused_polls)
+        self._refused_polls = 0
 
     def _read_failed(self, block: BlockRead, exc: Exception, tick_s: float, delay_ms: float) -> list[Sample]:
         code = code_for_failure(exc)  # every failure becomes a code, in this one place
@@ -246,7 +276,7 @@ class Poller:
             values = block.decode_values(buffer)
         except Exception:  # field by field, so that only the culprit gets Code 2
             return self._decoded_by_field(block, buffer, tick_s, delay_ms)
-        samples = [_new_sample(Sample, (device_id, param_id, tick_s, value, delay_ms, 0))
+        samples = [fast_tuple(Sample, (device_id, param_id, tick_s, value, delay_ms, 0))
                    for param_id, value in zip(block.param_ids, values)]
         if None in values:  # not finite: Code 16
             for index, value in enumerate(values):

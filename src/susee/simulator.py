@@ -13,9 +13,12 @@ import asyncio
 import enum
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -24,8 +27,12 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from susee.codec import encode, make_decoder, registers_to_bytes
+from susee.config import StartError
 from susee.profiles import load_profile
 from susee.simulator_model import UnitModel
+
+if TYPE_CHECKING:
+    from susee.config import Settings
 
 _log = logging.getLogger(__name__)
 
@@ -197,7 +204,14 @@ class Pac3200Simulator:
             # Lets a TIMEOUT fault drop the request without any answer.
             ignore_missing_devices=True,
         )
-        await server.serve_forever(background=True)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus logs the OSError, then raises this
+            raise StartError(
+                f"simulator: cannot listen on {self.host}:{self.port} ({_listen_problem(self.host, self.port)}): "
+                f"stop whatever uses the port (another susee demo?) or set a free port in simulator.port "
+                f"and in the devices' port"
+            ) from exc
         self._server = server
         self.port = server.transport.sockets[0].getsockname()[1]
         _log.debug("PAC3200 simulator on %s:%d started, units %s", self.host, self.port, self.units)
@@ -318,6 +332,17 @@ class Pac3200Simulator:
         return registers
 
 
+def _listen_problem(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on, as the system says it."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "refused by the Modbus server"
+
+
 async def serve(host: str, port: int, units: list[int], faults: Mapping[int, Fault] | None = None) -> None:
     """Run a simulator until cancelled (the ``susee simulate`` entry point)."""
     async with Pac3200Simulator(host, port, units, faults=faults, record=False) as simulator:
@@ -328,3 +353,15 @@ async def serve(host: str, port: int, units: list[int], faults: Mapping[int, Fau
             ",".join(str(u) for u in simulator.units),
         )
         await asyncio.Event().wait()
+
+
+def embedded_simulator(settings: Settings) -> AbstractAsyncContextManager:
+    """The in-process PAC3200 simulator of the demo, or a no-op when none is configured.
+
+    Either way an async context manager, so callers just enter it.
+    """
+    sim = settings.simulator
+    if sim is None or not sim.enabled:
+        return nullcontext()
+    _log.info("embedded PAC3200 simulator on %s:%d, units %s", sim.host, sim.port, sim.units)
+    return Pac3200Simulator(sim.host, sim.port, parse_units(sim.units), record=False)

@@ -35,13 +35,14 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from susee.bus_key import BusKey
 from susee.config import Settings
 from susee.devices import DevicePlan
 from susee.sinks import SinkError, create_sink
 from susee.spool import Spool
 from susee.spool import inspect as inspect_spool
-from susee.supervisor import embedded_simulator
-from susee.writer import Writer
+from susee.simulator import embedded_simulator
+from susee.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,9 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def bus_of(plan: DevicePlan) -> tuple:
+def bus_of(plan: DevicePlan) -> BusKey:
     """The connection a device shares with others: they must be polled by one process."""
-    return plan.endpoint.bus_key
+    return plan.endpoint.bus
 
 
 def partition(plans: Sequence[DevicePlan], count: int) -> list[list[DevicePlan]]:
@@ -82,11 +83,11 @@ def partition(plans: Sequence[DevicePlan], count: int) -> list[list[DevicePlan]]
     Largest bus first onto the worker with the fewest devices so far (ties:
     the lowest index), so the split depends only on the configuration.
     """
-    buses: dict[tuple, list[int]] = {}
+    buses: dict[BusKey, list[int]] = {}
     for index, plan in enumerate(plans):
         buses.setdefault(bus_of(plan), []).append(index)
     load = [0] * count
-    owner: dict[tuple, int] = {}
+    owner: dict[BusKey, int] = {}
     for bus, members in sorted(buses.items(), key=lambda item: (-len(item[1]), item[1][0])):
         worker = min(range(count), key=lambda k: (load[k], k))
         owner[bus] = worker
@@ -100,6 +101,12 @@ def partition(plans: Sequence[DevicePlan], count: int) -> list[list[DevicePlan]]
 def spool_folder(root: Path, index: int, count: int) -> Path:
     """The spool folder of worker ``index`` of ``count`` (the root itself when there is one process)."""
     return root if count == 1 else root / f"{WORKER_FOLDER_PREFIX}{index}"
+
+
+def worker_settings(settings: Settings, index: int, count: int) -> Settings:
+    """What worker ``index`` of ``count`` runs with: its own spool folder, no simulator (the parent hosts it)."""
+    worker = settings.with_spool(spool_folder(settings.spool.path, index, count))
+    return worker.model_copy(update={"simulator": None})
 
 
 def orphan_spools(root: Path, count: int) -> list[Path]:
@@ -120,29 +127,34 @@ def orphan_spools(root: Path, count: int) -> list[Path]:
 
 
 class OrphanReplay:
-    """Writers that only replay the spool folders no worker owns, until closed."""
+    """Replays the spool folders no worker owns into the database, until closed.
+
+    Each folder gets a store of its own (its own connection, spool thread and
+    outage state) and no writer: with nothing submitted, it only probes and replays.
+    """
 
     def __init__(self, settings: Settings, folders: Sequence[Path]) -> None:
-        self.writers = [
-            Writer(create_sink(settings.database_target(), settings.job_id), settings.writer,
-                   spool=Spool(folder, settings.spool.max_bytes, settings.spool.when_full,
-                               destination=settings.database_target().identity(settings.job_id)))  # [spool branch]
+        self.stores = [
+            Store(create_sink(settings.database_target(), settings.job_id),
+                  Spool(folder, settings.spool.max_bytes, settings.spool.when_full,
+                        destination=settings.database_target().identity(settings.job_id)),  # [spool branch]
+                  write_timeout_s=settings.database.write_timeout)
             for folder in folders
         ]
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
-        for writer in self.writers:
+        for store in self.stores:
             log.warning("spool %s belongs to no process of this run (an earlier run had another worker count): "
-                        "replaying it", writer.spool.folder)
-            self._tasks.append(asyncio.create_task(writer.run(), name=f"replay-{writer.spool.folder.name}"))
+                        "replaying it", store.spool.folder)
+            self._tasks.append(asyncio.create_task(store.run(), name=f"replay-{store.spool.folder.name}"))
 
     async def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
+        for store in self.stores:
+            store.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in self.writers:
-            await writer.sink.close()
+        for store in self.stores:
+            await store.sink.close()
 
 
 class Workers:

@@ -349,11 +349,12 @@ async def test_last_prints_every_param_of_every_device_and_raw_prints_n_rows(tmp
 
     assert last.returncode == 0, last.output
     for device_id in DEVICE_IDS:
-        # idDevice, date, time, idParam, acronym, Value, Delay, Code, (meaning)
+        # idDevice, date, time, idParam, acronym, Value, unit, Delay, Code, (meaning)
         printed = {columns[3]: columns for columns in last.lines_of(device_id)}
         assert sorted(printed) == sorted(DEFAULT_SET), last.stdout
-        assert printed["104"][4] == "UL1_L2"
-        assert all(columns[7] == "0" for columns in printed.values()), last.stdout
+        assert (printed["104"][4], printed["104"][6]) == ("UL1_L2", "V")
+        assert printed["222"][6] == "Wh"
+        assert all(columns[8] == "0" for columns in printed.values()), last.stdout
     assert f"{len(DEVICE_IDS) * len(DEFAULT_SET)} row(s) from see{job_id}Last" in last.stdout
     assert raw.returncode == 0, raw.output
     assert sum(len(raw.lines_of(device_id)) for device_id in DEVICE_IDS) == 5

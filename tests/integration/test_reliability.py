@@ -31,9 +31,10 @@ from susee.simulator import Pac3200Simulator
 from susee.sinks import create_sink
 from susee.spool import Spool, inspect
 from susee.supervisor import Supervisor
+from susee.store import Store
 from susee.writer import Writer
 
-MARIADB_HOST, MARIADB_PORT = "127.0.0.1", 3306  # the shared test server (see tests/conftest.py)
+MARIADB_HOST, MARIADB_PORT = "127.0.0.1", 3306  # the shared test server (see tests/integration/conftest.py)
 PARAMS = ["104", "107", "132", "133", "134", "135", "222", "226"]  # the PAC3200 default set
 UNITS = (1, 2, 3)
 DEVICES = tuple(f"d{unit:02d}" for unit in UNITS)
@@ -249,7 +250,7 @@ def supervisor_for(settings: Settings, tmp_path: Path) -> Supervisor:
 @pytest.fixture
 def quick_probes(monkeypatch):
     """The database is noticed within 2 s of coming back (production caps at 30 s)."""
-    monkeypatch.setattr("susee.writer.RETRY_MAX_S", 2.0)
+    monkeypatch.setattr("susee.store.RETRY_MAX_S", 2.0)
 
 
 @pytest.mark.timeout(120)
@@ -259,18 +260,18 @@ async def test_20_s_outage_loses_nothing_and_duplicates_nothing(
     caplog.set_level("INFO")
     settings = settings_for(tmp_path, job_id, mariadb_target.database, proxy.port, simulator.port)
     supervisor = supervisor_for(settings, tmp_path)
-    writer = supervisor.writer
+    writer, store = supervisor.writer, supervisor.store
     service = asyncio.create_task(supervisor.run())
 
     await until(lambda: raw_count(fetch, job_id), "first rows in the database")
     proxy.cut()
     cut_at = time.time()
-    await until(lambda: writer.rows_spooled > 0, "rows in the spool")
+    await until(lambda: store.stats().rows_spooled > 0, "rows in the spool")
     await asyncio.sleep(OUTAGE_S - (time.time() - cut_at))  # the outage itself: time, not an event
-    spooled_rows, spool_bytes = writer.spool.pending_rows, writer.spool.size_bytes
+    spooled_rows, spool_bytes = store.spool.pending_rows, store.spool.size_bytes
     proxy.restore()
     restored_at = time.time()
-    await until(lambda: writer.online and writer.spool.pending_rows == 0 and writer.backlog_rows < 100,
+    await until(lambda: store.stats().online and store.spool.pending_rows == 0 and writer.backlog_rows < 100,
                 "spool replayed")
     replayed_in_s = time.time() - restored_at
     last_wanted = int(time.time()) + 2
@@ -288,16 +289,16 @@ async def test_20_s_outage_loses_nothing_and_duplicates_nothing(
         assert device_ticks[0] < cut_at and device_ticks[-1] > restored_at + 1
     assert {row["Code"] for row in rows} == {0}, "the meters were fine: no Code from the outage"
     await assert_last_is_newest(fetch, job_id, rows)
-    assert writer.rows_dropped == 0
-    assert writer.rows_replayed >= spooled_rows > 0
-    messages = [r.getMessage() for r in caplog.records if r.name == "susee.writer"]
+    assert store.stats().rows_dropped == 0
+    assert store.stats().rows_replayed >= spooled_rows > 0
+    messages = [r.getMessage() for r in caplog.records if r.name in ("susee.store", "susee.replay")]
     assert len([m for m in messages if "outage started" in m]) == 1, messages
     (ended,) = [m for m in messages if "outage ended after" in m]
     assert re.search(r"outage ended after (1\d|2\d)\.\d s", ended), ended
     assert any("spool replayed" in m for m in messages)
     print(f"\noutage {OUTAGE_S:g} s: {len(rows)} rows found = {len(DEVICES)} devices x {len(PARAMS)} params x "
           f"{len(ticks[DEVICES[0]])} ticks; {spooled_rows} rows ({spool_bytes} bytes) spooled, "
-          f"{writer.rows_replayed} replayed, spool empty {replayed_in_s:.1f} s after the restore")
+          f"{store.stats().rows_replayed} replayed, spool empty {replayed_in_s:.1f} s after the restore")
 
 
 @pytest.mark.timeout(60)
@@ -332,10 +333,10 @@ async def test_batch_replayed_twice_after_a_crash_before_its_ack_adds_no_row_and
 
     # Second run: the writer finds the batch in the spool and replays it.
     sink = create_sink(settings.database_target(), job_id)
-    writer = Writer(sink, settings.writer, spool=Spool(folder))
+    writer = Writer(Store(sink, Spool(folder)), settings.writer)
     task = asyncio.create_task(writer.run())
     try:
-        await until(lambda: writer.rows_replayed == len(old), "the batch replayed once more")
+        await until(lambda: writer.store.stats().rows_replayed == len(old), "the batch replayed once more")
         writer.close()
         await asyncio.wait_for(task, 10)
     finally:
@@ -575,16 +576,16 @@ async def test_full_spool_with_stop_polling_pauses_acquisition_counts_the_ticks_
     settings = settings_for(tmp_path, job_id, mariadb_target.database, proxy.port, simulator.port,
                             spool={"max_bytes": 3000, "when_full": "stop_polling"})
     supervisor = supervisor_for(settings, tmp_path)
-    writer = supervisor.writer
+    writer, store = supervisor.writer, supervisor.store
     service = asyncio.create_task(supervisor.run())
 
     await until(lambda: raw_count(fetch, job_id), "first rows in the database")
     proxy.cut()
-    await until(lambda: writer.paused, "acquisition paused by the full spool")
-    await until(lambda: writer.ticks_not_acquired >= 3 * len(UNITS), "three ticks not acquired")
-    assert writer.spool.size_bytes <= 3000
+    await until(lambda: store.stats().paused, "acquisition paused by the full spool")
+    await until(lambda: store.stats().ticks_not_acquired >= 3 * len(UNITS), "three ticks not acquired")
+    assert store.spool.size_bytes <= 3000
     proxy.restore()
-    await until(lambda: not writer.paused and writer.spool.pending_rows == 0, "resumed, spool replayed")
+    await until(lambda: not store.stats().paused and store.spool.pending_rows == 0, "resumed, spool replayed")
     resumed_tick = supervisor.pollers[0].next_tick_s
     await until(lambda: supervisor.pollers[0].next_tick_s > resumed_tick + 2, "live ticks after the pause")
     supervisor.stop()
@@ -598,13 +599,13 @@ async def test_full_spool_with_stop_polling_pauses_acquisition_counts_the_ticks_
         assert len(device_ticks) == poller.stats.ticks
         assert len(runs(device_ticks)) == 2, "one gap: the pause"
         not_acquired += round(device_ticks[-1] - device_ticks[0]) + 1 - len(device_ticks)
-    assert not_acquired == writer.ticks_not_acquired
-    assert writer.rows_dropped == 0
+    assert not_acquired == store.stats().ticks_not_acquired
+    assert store.stats().rows_dropped == 0
     assert {row["Code"] for row in rows} == {0}
     messages = [r.getMessage() for r in caplog.records]
     assert any("ACQUISITION PAUSED" in m for m in messages)
-    assert any(f"{writer.ticks_not_acquired} device-ticks were not acquired while paused" in m for m in messages)
-    assert any(f"{writer.ticks_not_acquired} device-ticks were not acquired while the spool was full" in m
+    assert any(f"{store.stats().ticks_not_acquired} device-ticks were not acquired while paused" in m for m in messages)
+    assert any(f"{store.stats().ticks_not_acquired} device-ticks were not acquired while the spool was full" in m
                for m in messages)
 
 
@@ -616,24 +617,24 @@ async def test_full_spool_with_drop_oldest_keeps_the_newest_rows_and_counts_the_
     settings = settings_for(tmp_path, job_id, mariadb_target.database, proxy.port, simulator.port,
                             spool={"max_bytes": 3000, "when_full": "drop_oldest"})
     supervisor = supervisor_for(settings, tmp_path)
-    writer = supervisor.writer
+    writer, store = supervisor.writer, supervisor.store
     service = asyncio.create_task(supervisor.run())
 
     await until(lambda: raw_count(fetch, job_id), "first rows in the database")
     proxy.cut()
     cut_at = time.time()
-    await until(lambda: writer.rows_dropped >= 3 * len(UNITS) * len(PARAMS), "three ticks dropped")
-    assert not writer.paused
+    await until(lambda: store.stats().rows_dropped >= 3 * len(UNITS) * len(PARAMS), "three ticks dropped")
+    assert not store.stats().paused
     proxy.restore()
     restored_at = time.time()
-    await until(lambda: writer.online and writer.spool.pending_rows == 0, "spool replayed")
+    await until(lambda: store.stats().online and store.spool.pending_rows == 0, "spool replayed")
     supervisor.stop()
     assert await asyncio.wait_for(service, 15) == 0
 
     rows = await raw_rows(fetch, job_id)
     ticks = ticks_by_device(rows)
     acquired = sum(p.stats.ticks for p in supervisor.pollers) * len(PARAMS)
-    assert len(rows) + writer.rows_dropped == acquired, "every acquired row is stored or counted as dropped"
+    assert len(rows) + store.stats().rows_dropped == acquired, "every acquired row is stored or counted as dropped"
     for device in DEVICES:
         stretches = runs(ticks[device])
         assert len(stretches) == 2, f"{device}: one gap, the oldest spooled rows: {stretches}"
@@ -641,7 +642,7 @@ async def test_full_spool_with_drop_oldest_keeps_the_newest_rows_and_counts_the_
         assert before < cut_at + 1, "the gap starts with the outage: the oldest rows went"
         assert after < restored_at - 1, "the newest spooled rows were kept"
     dropped_logs = [r.getMessage() for r in caplog.records if "oldest rows to keep the newest" in r.getMessage()]
-    assert dropped_logs and f"{writer.rows_dropped} rows dropped so far" in dropped_logs[-1]
+    assert dropped_logs and f"{store.stats().rows_dropped} rows dropped so far" in dropped_logs[-1]
 
 
 @pytest.mark.timeout(60)

@@ -24,7 +24,7 @@ from susee.simulator import Fault, Pac3200Simulator
 from susee.sinks import create_sink
 from susee.supervisor import Supervisor
 from susee.ticks import TickGrid, WallClock
-from susee.transport import LinkPool
+from susee.links.pool import LinkPool
 
 DEFAULT_SET = ["104", "107", "132", "133", "134", "135", "222", "226"]
 BAUDRATE = 19200  # a common RS485 speed; one PAC3200 tick (two reads) is ~110 ms of wire time

@@ -97,6 +97,31 @@ async def test_write_stores_exact_rows(store):
     assert [row[4] for row in got] == pytest.approx([row[4] for row in expected], rel=1e-6)  # MariaDB Delay is FLOAT
 
 
+# Integers as a decoder or an older spool may hand them over: (value, Value read back, Code).
+WIDE_INTEGERS = [
+    (2**64 - 1, 18446744073709551615.0, 0),  # 0xFFFFFFFFFFFFFFFF: "not available" on many meters
+    (2**63, 9223372036854775808.0, 0),  # one above SQLite's largest INTEGER
+    (-(2**63) - 1, -9223372036854775808.0, 0),
+    (2**53 + 1, 9007199254740992.0, 0),
+    (10**400, None, int(Code.VALUE_NAN)),  # no DOUBLE holds it: NULL, and the Code says why
+]
+
+
+async def test_an_integer_of_any_size_never_stops_the_sink_and_is_stored_as_a_double(store):
+    batch = [Sample("d01", f"p{n}", TICK, value, 1.0, 0) for n, (value, _, _) in enumerate(WIDE_INTEGERS)]
+
+    await store.sink.write(batch)
+    await store.sink.write([Sample("d01", "p0", TICK + 1, 1.5, 1.0, 0)])  # the sink still takes the next batch
+
+    rows = raw_rows(store)  # by param, then Date: p0's first row is the batch's
+    stored = {param: (value, code) for _, _, param, value, _, code in reversed(rows)}
+    assert stored == {f"p{n}": (value, code) for n, (_, value, code) in enumerate(WIDE_INTEGERS)}
+    assert len(rows) == len(WIDE_INTEGERS) + 1
+    if store.sink.target.kind == "sqlite":  # a REAL, as the DOUBLE column says, not an INTEGER
+        assert {kind for (kind,) in store.query(f"SELECT DISTINCT typeof(Value) FROM see{store.job_id}Raw")} == \
+            {"real", "null"}
+
+
 async def test_writing_the_same_batch_twice_adds_no_rows(store):
     batch = [Sample(f"d{device:02d}", param, TICK, 1.0, 5.0, 0) for device in range(3) for param in ("104", "107")]
 

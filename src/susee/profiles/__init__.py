@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from susee.codec import BIT_FUNCTIONS, DATA_TYPES, ORDER_ALIASES, ORDERS, normalise_order, parse_bits
-from susee.config import ID_PATTERN, YAML_LOADER
+from susee.config import ID_PATTERN, load_yaml
 from susee.validation import describe_errors
 
 # The Modbus protocol caps a register read at 125 words (PDU of 253 bytes)
@@ -80,6 +80,10 @@ class ParamSpec(BaseModel):
     acronym: str = Field(default="", max_length=30)
     descr_ita: str = Field(default="", max_length=255)
     descr_eng: str = Field(default="", max_length=255)
+    # Reports: a counter (cumulative energy) is reported as differences, a gauge never.
+    kind: Literal["counter", "gauge"] = "gauge"
+    max_power: float | None = Field(default=None, gt=0)  # W (var for varh): a larger rise is implausible
+    modulus: float | None = Field(default=None, gt=0)  # the value a counter rolls over at
 
     @model_validator(mode="before")
     @classmethod
@@ -117,18 +121,24 @@ class ParamSpec(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self) -> ParamSpec:
+        problems = []
         is_bit = self.type == "bit"
         if is_bit != (self.function in BIT_FUNCTIONS):
             if is_bit:
-                raise ValueError("field 'function': type bit is read with function 1 (coils) or 2 (discrete inputs)")
-            raise ValueError(f"field 'type': function {self.function} reads bits; use type bit, not {self.type!r}")
+                problems.append("field 'function': type bit is read with function 1 (coils) or 2 (discrete inputs)")
+            else:
+                problems.append(f"field 'type': function {self.function} reads bits; use type bit, not {self.type!r}")
+        if self.kind != "counter" and (self.max_power is not None or self.modulus is not None):
+            problems.append("field 'kind': max_power and modulus apply to counters; add kind: counter")
         if is_bit and (self.bits is not None or self.scale_register is not None):
-            raise ValueError("field 'bits': a bit param is already one bit; bits and scale_register do not apply")
-        if self.bits is not None:
+            problems.append("field 'bits': a bit param is already one bit; bits and scale_register do not apply")
+        elif self.bits is not None:
             try:
                 parse_bits(self.bits, self.type)
             except ValueError as exc:
-                raise ValueError(f"field 'bits': {exc}") from None
+                problems.append(f"field 'bits': {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -159,6 +169,16 @@ class Profile(BaseModel):
     max_gap: int = Field(default=16, ge=0, le=MODBUS_MAX_BITS)
     default_params: list[str] = Field(default_factory=list)
     params: list[ParamSpec] = Field(min_length=1)
+    # Counters computed at report time from counters of the same meter, e.g.
+    # {EP_IMP: "222 + 223"} (sum of the two tariff registers).
+    derived: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("derived", mode="before")
+    @classmethod
+    def _derived_text(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
 
     @field_validator("default_params", mode="before")
     @classmethod
@@ -169,23 +189,59 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
+        # Every problem at once: a profile is fixed in one go, not one error per run.
+        problems = self.problems(list(enumerate(self.params)), self.default_params)
+        for name, expression in self.derived.items():
+            problem = self._derived_problem(name, expression)
+            if problem:
+                problems.append(f"derived.{name}: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def problems(self, params: list[tuple[int, ParamSpec]], default_params: list[str]) -> list[str]:
+        """What is wrong between the ``(index, param)`` pairs: duplicate ids, addresses, unknown default ids."""
+        problems = []
         seen: dict[str, int] = {}
-        for index, param in enumerate(self.params):
+        for index, param in params:
             where = f"params[{index}] (id {param.id!r})"
             if param.id in seen:
-                raise ValueError(f"{where}: field 'id': duplicate of params[{seen[param.id]}]")
-            seen[param.id] = index
+                problems.append(f"{where}: field 'id': duplicate of params[{seen[param.id]}]")
+            seen.setdefault(param.id, index)
             problem = self.address_problem(param)
             if problem:
-                raise ValueError(f"{where}: {problem}")
+                problems.append(f"{where}: {problem}")
             if param.words > self.max_registers:
-                raise ValueError(
-                    f"{where}: field 'type': {param.words} words exceed max_registers {self.max_registers}"
-                )
-        for param_id in self.default_params:
+                problems.append(f"{where}: field 'type': {param.words} words exceed max_registers {self.max_registers}")
+        for param_id in default_params:
             if param_id not in seen:
-                raise ValueError(f"default_params: {param_id!r} is not a param of this profile")
-        return self
+                problems.append(f"default_params: {param_id!r} is not a param of this profile")
+        return problems
+
+    def _derived_problem(self, name: str, expression: str) -> str | None:
+        from susee.expressions import ExpressionError, parse_expression
+
+        if not ID_PATTERN.fullmatch(name) or name in self.by_id:
+            return "name must be a new param id (1-20 characters of letters, digits, _ . : -)"
+        try:
+            terms = parse_expression(expression)
+        except ExpressionError as exc:
+            return str(exc)
+        for _, part in terms:
+            if part not in self.by_id:
+                return f"{part!r} is not a param of this profile"
+            if self.by_id[part].kind != "counter":
+                return f"{part!r} is not a counter (kind: counter)"
+        units = {self.by_id[part].unit for _, part in terms}
+        if len(units) > 1:
+            return f"parts have different units: {', '.join(sorted(units))}"
+        return None
+
+    def derived_terms(self, name: str) -> list[tuple[int, str]]:
+        """The (sign, param id) terms of a derived counter."""
+        from susee.expressions import parse_expression
+
+        return parse_expression(self.derived[name])
 
     @cached_property
     def by_id(self) -> dict[str, ParamSpec]:
@@ -264,7 +320,7 @@ def load_profile(reference: str, base_dir: Path | None = None) -> Profile:
         except OSError as exc:
             raise ProfileError(f"{source}: cannot read profile: {exc.strerror}") from exc
     try:
-        data = yaml.load(text, Loader=YAML_LOADER)
+        data = load_yaml(text, source)
     except yaml.YAMLError as exc:
         raise ProfileError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -272,7 +328,32 @@ def load_profile(reference: str, base_dir: Path | None = None) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"{source}: " + "; ".join(describe_errors(exc, data, "params"))) from exc
+        problems = describe_errors(exc, data, "params", Profile) + _problems_between_valid_params(exc, data)
+        raise ProfileError(f"{source}: " + "; ".join(problems)) from exc
+
+
+def _problems_between_valid_params(exc: ValidationError, data: dict) -> list[str]:
+    """The checks across params (duplicate ids, addresses) among the params valid on their own.
+
+    pydantic runs them only once every param is valid, which would reveal
+    them one run after the errors in ``exc`` are fixed. Only when every error
+    is inside a param: the header (address base, limits) is then valid.
+    """
+    if any(error["loc"][:1] != ("params",) for error in exc.errors()) or not isinstance(data.get("params"), list):
+        return []
+    valid = []
+    for index, entry in enumerate(data["params"]):
+        try:
+            valid.append((index, ParamSpec.model_validate(entry)))
+        except ValidationError:
+            continue
+    header = {key: value for key, value in data.items() if key in Profile.model_fields and key != "params"}
+    try:
+        profile = Profile.model_validate({**header, "params": [{"id": "_", "address": 0, "type": "uint16"}],
+                                          "default_params": []})
+    except ValidationError:
+        return []
+    return profile.problems(valid, [])  # default_params: the invalid params' ids are unknown here
 
 
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 # server's max_allowed_packet (16 MB by default, 1 MB on old installs).
 ROWS_PER_STATEMENT = 1000
 
+# The Code of a value stored as NULL because no DOUBLE holds it (NaN, infinite, too large).
+NOT_A_DOUBLE = int(Code.VALUE_NAN)
+
 # (idDevice, Date, idParam, Value, Delay, Code): the column order of every INSERT.
 Row = tuple[str, str, str, float | None, float, int]
 
@@ -154,9 +157,12 @@ def sample_rows(samples: Sequence[Sample]) -> tuple[list[Row], list[Row]]:
         if date is None:
             date = dates[sample.tick_s] = format_tick(sample.tick_s)
         value, code = sample.value, int(sample.code)
-        if value is not None and not math.isfinite(value):
-            # Drivers refuse NaN and infinities: one bad value must not sink the batch.
-            value, code = None, int(code | Code.VALUE_NAN)
+        if value is not None:
+            if type(value) is not float:
+                value = as_double(value)  # sqlite3 would store an int, and refuse one >= 2**63
+            if value is None or not math.isfinite(value):
+                # Drivers refuse NaN and infinities: one bad value must not sink the batch.
+                value, code = None, code | NOT_A_DOUBLE
         row = (sample.device_id, date, sample.param_id, value, float(sample.delay_ms), code)
         raw.append(row)
         key = (sample.device_id, sample.param_id)
@@ -165,6 +171,21 @@ def sample_rows(samples: Sequence[Sample]) -> tuple[list[Row], list[Row]]:
             newest[key] = (sample.tick_s, row)
     return raw, [newest[key][1] for key in sorted(newest)]
 
+
+def as_double(value: object) -> float | None:
+    """``value`` as the DOUBLE the Value column holds, or None when no double can (Code 16).
+
+    Decoders give floats, but an int may still arrive (a 64-bit register of
+    a spool from an older version, a bit field): 0xFFFFFFFFFFFFFFFF, the "not
+    available" of many meters, must become 1.8446744073709552e19, never an
+    integer that a driver refuses and that would stop the sink.
+    """
+    if not isinstance(value, (int, float)):  # a bug upstream, not a reading: never stored as text
+        raise TypeError(f"{type(value).__name__} {value!r} is not a number to store")
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return None
 
 def newest_samples(samples: Iterable[Sample]) -> list[Sample]:
     """The newest sample of each (device, param): all that Last needs of ``samples``."""

@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# A batch of a few thousand rows commits in milliseconds; a statement this slow
-# means a stuck server, and the writer is better off spooling than waiting.
+# Params and reads for people answer in milliseconds; one this slow means a
+# stuck server. Not for writes: the store's database.write_timeout (10 s by
+# default) bounds those, and a second, longer timeout would never fire.
 QUERY_TIMEOUT_S = 30.0
 # How long a process waits for another one's migration (a seed-era upgrade rebuilds tables).
 MIGRATE_LOCK_WAIT_S = 600
@@ -121,7 +122,8 @@ class MariaDBSink:
         """
         if not samples and not last:
             return
-        await self._run("write", lambda conn: self._write_rows(conn, samples, last), self.query_timeout_s)
+        # No timeout here: the caller owns it (the store's database.write_timeout).
+        await self._run("write", lambda conn: self._write_rows(conn, samples, last), None)
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
         """Insert or update descriptions by idParam."""

@@ -10,11 +10,10 @@ is a bound parameter.
 
 aiomysql speaks only the text protocol. The two commands needed,
 COM_STMT_PREPARE and COM_STMT_EXECUTE of the MySQL/MariaDB client-server
-protocol, are sent here over the connection's own packet layer
-(``_execute_command`` to send a command, ``_read_packet`` to read one packet,
-which raises the driver's error for an ERR packet): a small and stable part of
-aiomysql, pinned below 0.4 in pyproject.toml and exercised by every MariaDB
-test.
+protocol, are sent here over the connection's own packet layer, a small and
+stable but private part of aiomysql reached only through ``sinks.packets``
+(which checks it at import), pinned below 0.4 in pyproject.toml and exercised
+by every MariaDB test.
 
 A statement inserts a fixed number of rows: 1024 (``STATEMENT_ROWS``), or a
 power of two below it for the rest of a batch (its binary digits, largest
@@ -38,6 +37,8 @@ from typing import TYPE_CHECKING
 
 from susee.config import ID_PATTERN
 from susee.quality import Code
+from susee.sinks import NOT_A_DOUBLE, as_double
+from susee.sinks.packets import read_packet, send_command
 from susee.ticks import MICROS
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class RowEncoder:
         held_of = newest.get
         isfinite = math.isfinite
         pack_value = VALUE.pack
-        nan_bit = int(Code.VALUE_NAN)
+        nan_bit = NOT_A_DOUBLE
         dates: dict[float, bytes] = {}  # a batch holds many params of few ticks
         device, device_keys = None, {}
         # The Date, Delay and Code of the previous row and their bytes (the params
@@ -124,8 +125,8 @@ class RowEncoder:
             is_null = value is None
             if not is_null:
                 if type(value) is not float:
-                    value = _number(value)
-                if not isfinite(value):
+                    value = as_double(value)
+                if value is None or not isfinite(value):
                     is_null, code = True, code | nan_bit  # no database takes it, and the Code says why
             if code != middle_code or delay != middle_delay or tick != middle_tick:
                 date = dates.get(tick)
@@ -226,8 +227,8 @@ class PreparedInsert:
 
 async def _prepare(conn: aiomysql.Connection, sql: str) -> int:
     """COM_STMT_PREPARE: the statement's id, once the server has described its parameters."""
-    await conn._execute_command(COM_STMT_PREPARE, sql.encode("ascii"))
-    answer = (await conn._read_packet()).get_all_data()  # an ERR packet raises the driver's error
+    await send_command(conn, COM_STMT_PREPARE, sql.encode("ascii"))
+    answer = (await read_packet(conn)).get_all_data()  # an ERR packet raises the driver's error
     if not answer or answer[0] != 0:
         raise ProtocolError(f"COM_STMT_PREPARE answered with status {answer[:1].hex() or 'nothing'}")
     statement, columns, params = PREPARE_OK.unpack_from(answer, 1)
@@ -236,8 +237,8 @@ async def _prepare(conn: aiomysql.Connection, sql: str) -> int:
     for count in (params, columns):
         if count:
             for _ in range(count):
-                await conn._read_packet()
-            if not (await conn._read_packet()).is_eof_packet():
+                await read_packet(conn)
+            if not (await read_packet(conn)).is_eof_packet():
                 raise ProtocolError("COM_STMT_PREPARE: no EOF packet after the definitions")
     return statement
 
@@ -255,8 +256,8 @@ async def _execute(conn: aiomysql.Connection, statement: int, rows: int, encoded
         _types(rows),
         *encoded.rows[start : start + rows],
     ))
-    await conn._execute_command(COM_STMT_EXECUTE, payload)
-    await conn._read_packet()  # OK; an ERR packet raises the driver's error
+    await send_command(conn, COM_STMT_EXECUTE, payload)
+    await read_packet(conn)  # OK; an ERR packet raises the driver's error
 
 
 _TYPES: dict[int, bytes] = {}
@@ -281,13 +282,6 @@ def _delay_code(delay_ms: float, code: int) -> bytes:
     if not math.isfinite(delay_ms):
         raise ValueError(f"Delay {delay_ms!r} is not a finite number")
     return DELAY_CODE.pack(delay_ms, int(code))
-
-
-def _number(value: object) -> float:
-    """A Value that is not a float: an int (bool, IntFlag) or a float subclass, as the DOUBLE it is stored as."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    raise TypeError(f"{type(value).__name__} {value!r} is not a number to store")
 
 
 def chunk_samples(samples: Sequence[Sample]) -> Iterator[Sequence[Sample]]:

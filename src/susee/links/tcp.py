@@ -6,7 +6,7 @@ of that. This client does only what the service asks of a Modbus TCP link:
 read function codes 1-4, MBAP framing with transaction ids, one transaction
 at a time per connection. The bus scheduler's grant sends a request from a
 callback and its answer ends the turn, queueing the device's next read of
-the tick (``read_many``, see ``modbus``), so a device-tick costs one future
+the tick (``read_many``, see ``susee.links``), so a device-tick costs one future
 and one wake-up of the poller however many requests it takes; the timeout
 is one loop timer per link, re-armed only when it fires before the request
 in flight is due.
@@ -26,16 +26,23 @@ them apart:
   as pymodbus does: it clears a half-open connection a NAT or a rebooted
   gateway left behind;
 - ``LinkError(timed_out=False)`` for a refused or failed connect, and for a
-  connection lost or closed while a request waited for its answer (pymodbus
-  lets such a request run into its timeout; failing at once holds the bus for
-  no timeout, like a refused connect). The next read reconnects.
+  connection lost or closed while a request waited for its answer (failing at
+  once holds the bus for no timeout, like a refused connect). The next read
+  reconnects. A connection closed before a byte of the answer came (a gateway
+  closing an idle connection as the request goes out) first gets the read
+  sent once more on a fresh connection, within the read's first deadline.
 
 A ``LinkError`` ends the device's tick: its later reads are not sent. Each
-answer is stamped with the wall-clock time it arrived.
+answer is stamped with the wall-clock time it arrived. The framing is
+``links.mbap``'s; this class only moves bytes and keeps the timers.
 
 Frames that do not belong to the request in flight (another transaction id,
 or another unit when the request named one) are dropped and the request goes
-on waiting for its own answer, as pymodbus does. A frame that is not Modbus
+on waiting for its own answer, as pymodbus does; a frame with transaction id
+0 is its answer if it fits it exactly (see ``mbap.answer_to``). Bytes that
+arrive while no request is in flight, or after the answer in the same
+segment (before the next request went out), belong to nobody and are
+dropped. A frame that is not Modbus
 TCP (protocol id not 0, impossible length) desynchronises the stream: the
 connection is dropped and the request fails with ``LinkError(timed_out=False)``.
 An answer to the request whose PDU does not fit it (another function, a byte
@@ -46,12 +53,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Sequence
 
-from susee.buses import BusScheduler
-from susee.modbus import Answer, Endpoint, ExceptionResponse, LinkError, Read, check_reads, unsent_answers
+from susee.links import Answer, Endpoint, LinkError, Read, check_reads, unsent_answers
+from susee.links.bus import BusScheduler
+from susee.links.mbap import (
+    HEAD_BYTES,
+    HEADER,
+    HEADER_SIZE,
+    LENGTH_MAX,
+    LENGTH_MIN,
+    READ_LENGTH,
+    READ_REQUEST,
+    MalformedAnswer,
+    answer_to,
+    not_modbus_tcp,
+)
+from susee.sample import fast_tuple
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +88,6 @@ RECONNECT_AFTER_TIMEOUTS = 5
 # Loop timers may fire up to a millisecond early (uvloop counts in ms): a
 # request this close to its deadline has timed out.
 TIMER_SLACK_S = 0.001
-
-MBAP = struct.Struct(">HHHBB")  # transaction, protocol (0), length, unit, function
-READ_REQUEST = struct.Struct(">HHHBBHH")  # MBAP (length 6) + function, address, count
-FRAME_MIN = MBAP.size  # header and function code: enough to know a frame's length
-LENGTH_MIN, LENGTH_MAX = 2, 254  # MBAP length: unit + PDU of 1..253 bytes
-HEAD_BYTES = 6  # the MBAP bytes before the ones counted by its length field
-DATA_AT = 9  # offset of the first data byte in a read response (after the byte count)
-# Builds an Answer in C (the NamedTuple's own __new__ is a Python-level call), for every answer.
-_new_answer = tuple.__new__
 
 
 class _Connection(asyncio.Protocol):
@@ -102,7 +112,7 @@ class _Connection(asyncio.Protocol):
 class _Reads:
     """A device's reads of a tick: each one a turn on the bus, the next queued when one is answered."""
 
-    __slots__ = ("unit", "reads", "timeout_s", "connect_failures", "answers", "single")
+    __slots__ = ("unit", "reads", "timeout_s", "connect_failures", "answers", "single", "retried")
 
     def __init__(self, unit: int, reads: Sequence[Read], timeout_s: float, connect_failures: int, single: bool) -> None:
         self.unit = unit
@@ -111,6 +121,7 @@ class _Reads:
         self.connect_failures = connect_failures  # the link's count when the next read was queued
         self.answers: list[Answer] = []
         self.single = single  # read(): the waiter gets the outcome itself, not a list of answers
+        self.retried = -1  # index of the read sent again after the peer closed the connection
 
     @property
     def next_read(self) -> Read:
@@ -126,7 +137,7 @@ class FastTcpLink:
         if endpoint.framer != "socket":
             raise ValueError(f"{endpoint}: the lean client speaks the socket framer only")
         self.endpoint = endpoint
-        self.bus = BusScheduler(str(endpoint), inter_request_delay_s)
+        self.scheduler = BusScheduler(str(endpoint), inter_request_delay_s)
         self._connect_slots = connect_slots  # shared by a pool's links; None: not bounded
         self._loop: asyncio.AbstractEventLoop | None = None  # bound at the first read
         self._conn: _Connection | None = None
@@ -149,7 +160,7 @@ class FastTcpLink:
         self._grant = self._start  # bound once: the bus calls it for every turn
 
     def read_many(self, unit: int, reads: Sequence[Read], timeout_s: float) -> asyncio.Future[list[Answer]]:
-        """One device's reads of a tick; await one Answer per read (see ``modbus``).
+        """One device's reads of a tick; await one Answer per read (see ``susee.links``).
 
         The first read is queued on the bus when read_many() is called.
         """
@@ -170,7 +181,7 @@ class FastTcpLink:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self.bus.submit(unit, waiter, self._grant, _Reads(unit, reads, timeout_s, self._connect_failures, single))
+        self.scheduler.submit(unit, waiter, self._grant, _Reads(unit, reads, timeout_s, self._connect_failures, single))
         return waiter
 
     def open_ahead(self, timeout_s: float = CONNECT_AHEAD_TIMEOUT_S) -> asyncio.Task | None:
@@ -207,14 +218,15 @@ class FastTcpLink:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _send(self, conn: _Connection) -> None:
-        """Send the turn's read and arm the deadline for its answer."""
+    def _send(self, conn: _Connection, deadline: float = 0.0) -> None:
+        """Send the turn's read and arm the deadline for its answer (a resent read keeps its own)."""
         turn = self._turn
         function, address, count = turn.next_read
         tid = self._tid = self._tid % 0xFFFF + 1
-        conn.transport.write(READ_REQUEST.pack(tid, 0, 6, turn.unit, function, address, count))
+        # mbap.encode_read, without a Python call of its own: this runs for every request.
+        conn.transport.write(READ_REQUEST.pack(tid, 0, READ_LENGTH, turn.unit, function, address, count))
         self._sent = True
-        deadline = self._deadline = self._loop.time() + turn.timeout_s
+        deadline = self._deadline = deadline or self._loop.time() + turn.timeout_s
         if deadline < self._timer_at:  # no timer yet, or one that would fire too late
             if self._timer is not None:
                 self._timer.cancel()
@@ -243,7 +255,7 @@ class FastTcpLink:
         turn = self._turn
         answers = turn.answers
         received_s = time.time()
-        answers.append(_new_answer(Answer, (outcome, received_s)))
+        answers.append(fast_tuple(Answer, (outcome, received_s)))  # every answer: built in C
         left = len(turn.reads) - len(answers)
         if left and isinstance(outcome, LinkError):
             answers += unsent_answers(outcome, received_s, left)
@@ -259,7 +271,7 @@ class FastTcpLink:
         elif len(turn.answers) < len(turn.reads):
             # Queued before the release, so the bus does not go idle (and gather) in between.
             turn.connect_failures = self._connect_failures
-            self.bus.submit(turn.unit, waiter, self._grant, turn)
+            self.scheduler.submit(turn.unit, waiter, self._grant, turn)
         elif not turn.single:
             waiter.set_result(turn.answers)
         else:
@@ -268,7 +280,7 @@ class FastTcpLink:
                 waiter.set_exception(outcome)
             else:
                 waiter.set_result(outcome)
-        self.bus.release()
+        self.scheduler.release()
 
     def _fail_turn(self, error: LinkError) -> None:
         """End the turn holding the bus, if any, with ``error`` for its read and the device's later ones."""
@@ -280,49 +292,59 @@ class FastTcpLink:
     def _received(self, conn: _Connection, data: bytes) -> None:
         if conn is not self._conn:
             return  # a connection this link has dropped
+        if not self._sent:  # no request outstanding: these bytes answer nobody, never the next request
+            log.debug("%s: dropped %d byte(s) that came while no request was outstanding", self.endpoint, len(data))
+            self._buffer = b""
+            return
         buffer = self._buffer + data if self._buffer else data
         size = len(buffer)
         pos = 0
-        while size - pos >= FRAME_MIN:
-            tid, protocol, length, unit, function = MBAP.unpack_from(buffer, pos)
-            if protocol or not LENGTH_MIN <= length <= LENGTH_MAX:
+        while size - pos >= HEADER_SIZE:
+            tid, protocol, length, unit, function = HEADER.unpack_from(buffer, pos)
+            if protocol or not LENGTH_MIN <= length <= LENGTH_MAX:  # mbap.not_modbus_tcp, inlined for every frame
                 self._drop_connection()
-                self._fail_turn(LinkError(f"{self.endpoint}: not Modbus TCP (protocol {protocol}, length {length})"))
+                self._fail_turn(LinkError(f"{self.endpoint}: {not_modbus_tcp(protocol, length)}"))
                 return
             end = pos + HEAD_BYTES + length
             if end > size:
                 break
-            turn = self._turn
-            if self._sent and tid == self._tid and (unit == turn.unit or not turn.unit):
-                self._answered(self._decode(buffer, pos, end, function, turn.next_read))
-            else:
+            outcome = None
+            if self._sent:
+                turn = self._turn
+                try:  # the read's data, the exception it ended with, or None: not its answer
+                    outcome = answer_to(turn.next_read, self._tid, turn.unit, buffer, pos, end, tid, unit, function)
+                except MalformedAnswer as exc:
+                    outcome = LinkError(f"{self.endpoint}: {exc}")
+            if outcome is None:
                 log.debug("%s: dropped a frame of transaction %d, unit %d (late or stray)", self.endpoint, tid, unit)
+            else:
+                self._timeouts_in_row = 0
+                self._answered(outcome)
+                if end < size:  # came with the answer, before any next request was sent: nobody's
+                    log.debug("%s: dropped %d byte(s) that came after the answer", self.endpoint, size - end)
+                self._buffer = b""
+                return
             pos = end
         self._buffer = buffer[pos:] if pos < size else b""
-
-    def _decode(self, buffer: bytes, pos: int, end: int, function: int, read: Read) -> bytes | list[int] | Exception:
-        """The answer to ``read`` in ``buffer[pos:end]``: values or the exception it ended with."""
-        self._timeouts_in_row = 0
-        asked = read[0]
-        if end - pos >= DATA_AT:
-            if function == asked:
-                byte_count = buffer[pos + DATA_AT - 1]
-                if byte_count <= end - pos - DATA_AT:
-                    if asked >= 3:  # the registers' own bytes, whole words only
-                        return buffer[pos + DATA_AT : pos + DATA_AT + (byte_count & ~1)]
-                    # As pymodbus: every data byte of the frame, least significant bit first.
-                    bits = [(byte >> i) & 1 for byte in buffer[pos + DATA_AT : end] for i in range(8)]
-                    return bits[: read[2]]
-            elif function == asked | 0x80:
-                return ExceptionResponse(buffer[pos + DATA_AT - 1])
-        return LinkError(f"{self.endpoint}: malformed answer (function {function}, {end - pos} bytes) to fc {asked}")
 
     def _lost(self, conn: _Connection, exc: Exception | None) -> None:
         if conn is not self._conn:
             return
         self._conn = None
+        nothing_heard = self._sent and not self._buffer  # not one byte of the answer came
         self._buffer = b""
         log.info("%s: connection lost%s", self.endpoint, f" ({exc})" if exc else "")
+        turn = self._turn
+        if nothing_heard and turn.retried != len(turn.answers) and not self._closed:
+            # A gateway that closes idle connections may close one just as a request
+            # goes out: send it again on a fresh connection, once, before its deadline
+            # (a read may be repeated).
+            turn.retried = len(turn.answers)
+            self._sent = False
+            task = self._loop.create_task(self._connect_and_send(turn, self._deadline))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         self._fail_turn(LinkError(f"{self.endpoint}: connection lost"))
 
     def _drop_connection(self) -> None:
@@ -332,10 +354,18 @@ class FastTcpLink:
 
     # -- connecting ------------------------------------------------------------------
 
-    async def _connect_and_send(self, turn: _Reads) -> None:
-        """Connect (or join the attempt in flight), then send: a turn that found no connection."""
+    async def _connect_and_send(self, turn: _Reads, deadline: float = 0.0) -> None:
+        """Connect (or join the attempt in flight), then send: a turn that found no connection.
+
+        ``deadline``: a read sent again after its connection closed keeps the
+        loop time by which it had to be answered, connect included.
+        """
+        timeout_s = turn.timeout_s if not deadline else deadline - self._loop.time()
+        if timeout_s <= 0:
+            self._fail_turn(LinkError(f"{self.endpoint}: connection lost"))
+            return
         try:
-            conn = await self._connection(turn.timeout_s)
+            conn = await self._connection(timeout_s)
         except asyncio.CancelledError:  # the link is closing (close() has failed the turn)
             raise
         except LinkError as exc:
@@ -348,7 +378,7 @@ class FastTcpLink:
         elif self._waiter.done():  # its reader was cancelled meanwhile
             self._end_turn()
         else:
-            self._send(conn)
+            self._send(conn, deadline)
 
     async def _connection(self, timeout_s: float) -> _Connection:
         """An open connection within ``timeout_s``, joining a connect already in flight."""

@@ -1,10 +1,18 @@
-"""What every Modbus link shares: where a device is reached, and what a read raises.
+"""Modbus links: the contract every link keeps, which is all the poller sees.
 
 A bus is what one connection reaches: a Modbus TCP endpoint (host and port,
 spoken with the TCP framer, or with the RTU framer as cheap serial servers
-expect), or a serial port with an RS485 line of meters behind it. The links
-themselves live in ``transport`` (pymodbus) and ``fastlink`` (lean Modbus
-TCP); the poller only sees what is defined here.
+expect), or a serial port with an RS485 line of meters behind it; its key is
+``Endpoint.bus`` (see ``susee.bus_key``). The package:
+
+- ``mbap``: Modbus TCP framing, pure functions over bytes;
+- ``tcp``: the lean Modbus TCP client (the socket framer, the hot path);
+- ``pymodbus``: serial lines and RTU frames over TCP, through pymodbus;
+- ``bus``: ``BusScheduler``, the turn-taking of the devices on one bus;
+- ``pool``: one link per bus, bounded connects, the open-files limit.
+
+This module imports nothing from the settings: ``devices.endpoint_of`` turns
+a device's settings into an endpoint.
 
 What every link offers the poller, ``read_many(unit, reads, timeout_s)``:
 one device's reads of one tick, awaited once. Each read is a turn of its
@@ -24,9 +32,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from susee.config import DeviceSettings
+from susee.bus_key import BusKey, serial_bus, tcp_bus
+
+if TYPE_CHECKING:
+    from susee.links.bus import BusScheduler
 
 READ_FUNCTIONS = frozenset({1, 2, 3, 4})  # coils, discrete inputs, holding, input
 
@@ -110,8 +121,9 @@ class Endpoint:
     framer: str = "socket"
 
     @property
-    def bus_key(self) -> tuple:
-        return ("tcp", self.host, self.port)
+    def bus(self) -> BusKey:
+        """The key of the bus: the framer does not matter, one connection per host and port."""
+        return tcp_bus(self.host, self.port)
 
     def __str__(self) -> str:
         suffix = " (RTU over TCP)" if self.framer == "rtu" else ""
@@ -129,16 +141,29 @@ class SerialEndpoint:
     bytesize: int = 8
 
     @property
-    def bus_key(self) -> tuple:
-        return ("serial", self.port)
+    def bus(self) -> BusKey:
+        """The key of the bus: one line per serial port."""
+        return serial_bus(self.port)
 
     def __str__(self) -> str:
         return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
 
 
-def endpoint_of(settings: DeviceSettings) -> Endpoint | SerialEndpoint:
-    """Where ``settings`` says the device is reached."""
-    serial = settings.serial
-    if serial is not None:
-        return SerialEndpoint(serial.port, serial.baudrate, serial.parity, serial.stopbits, serial.bytesize)
-    return Endpoint(settings.host or "", settings.port, settings.framer)
+class Link(Protocol):
+    """What the pool hands out and the poller reads through: one link per bus.
+
+    ``read_many`` is the poller's whole use of a link (see above); ``read``
+    takes one read alone, raising ``LinkError`` or ``ExceptionResponse``.
+    ``scheduler`` gives the bus's turns to its devices.
+    """
+
+    endpoint: Endpoint | SerialEndpoint
+    scheduler: BusScheduler
+
+    def read_many(self, unit: int, reads: Sequence[Read], timeout_s: float) -> Awaitable[list[Answer]]: ...
+
+    def read(
+        self, unit: int, function: int, address: int, count: int, timeout_s: float
+    ) -> Awaitable[bytes | list[int]]: ...
+
+    def close(self) -> None: ...

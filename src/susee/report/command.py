@@ -1,0 +1,251 @@
+"""``susee report``: arguments -> meters and counters -> Q15 rows -> figures -> CSV, XLSX or PNG.
+
+Devices are read in chunks (one query set per chunk), so memory stays
+bounded by the chunk for per-device reports; the series of devices that a
+virtual meter or a tag group needs are combined as they arrive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from susee.config import Settings
+from susee.devices import DevicePlan
+from susee.report.aggregate import Composite, Figure, combine, figures, layers
+from susee.report.energy import counter_series
+from susee.report.intervals import BUCKET_S, Interval, intervals, parse_duration, parse_local
+from susee.report.meters import (
+    Counter,
+    Culprit,
+    Meter,
+    check_params,
+    default_params,
+    device_counters,
+    meters,
+    select,
+    virtual_counter,
+)
+from susee.report.reader import ReadError, read_rows
+from susee.report.tariffs import Calendar, TariffError, load_calendar
+
+EXIT_ARGUMENTS = 2
+# Devices per query set: large enough that per-query latency does not
+# dominate, small enough that a year of 15-minute series stays in memory.
+CHUNK_DEVICES = 50
+FORMATS = {".csv": "csv", ".xlsx": "xlsx", ".png": "png"}
+PROFILE_METERS = 6  # load profiles kept for the PNG
+EMPTY = np.empty((0, 12))  # no Q15 rows
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to report, checked."""
+
+    start_s: int
+    end_s: int
+    every: str
+    by: str
+    params: tuple[str, ...] | None
+    tariff: str | None
+    devices: tuple[str, ...] | None
+    out: Path | None
+
+
+@dataclass
+class Report:
+    """Everything the outputs show."""
+
+    zone: ZoneInfo
+    every: str
+    calendar: Calendar | None
+    intervals: list[Interval]
+    rows: list[Figure] = field(default_factory=list)  # per interval and band
+    totals: list[Figure] = field(default_factory=list)  # over the whole period, per band
+    # (meter, param) -> mean W per 15 minutes (NaN unknown), for load profiles
+    profiles: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    grid_start: int = 0
+
+
+def parse_request(args: argparse.Namespace, zone: ZoneInfo, now_s: float) -> Request:
+    """Culprit for a bad argument."""
+    if args.last is not None:
+        if args.start or args.end:
+            raise Culprit("--last: give either --last or --from/--to")
+        try:
+            duration = parse_duration(args.last)
+        except ValueError as exc:
+            raise Culprit(f"--last: {exc}") from None
+        end = -int(-now_s // BUCKET_S) * BUCKET_S  # up to the end of the current 15 minutes
+        start = end - duration
+    else:
+        if not args.start or not args.end:
+            raise Culprit("--from and --to (or --last) are required")
+        start, end = _when("--from", args.start, zone), _when("--to", args.end, zone)
+        if end <= start:
+            raise Culprit(f"--to {args.end}: is not after --from {args.start}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in FORMATS:
+        raise Culprit(f"--out {args.out}: the format follows the extension: .csv, .xlsx or .png")
+    return Request(start, end, args.every, args.by, _list(args.params), args.tariff, _list(args.devices), out)
+
+
+def _list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(item.strip() for item in text.split(",") if item.strip()) if text else None
+
+
+def _when(option: str, text: str, zone: ZoneInfo) -> int:
+    try:
+        return parse_local(text, zone)
+    except ValueError:
+        raise Culprit(f"{option} {text}: not a date like 2026-11-01 or 2026-11-01T08:00") from None
+
+
+def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, request: Request,
+          progress: bool = False) -> Report:
+    """Read the rollups and compute every figure; Culprit, TariffError or ReadError on failure."""
+    zone = ZoneInfo(settings.timezone)
+    calendar = load_calendar(request.tariff, config_path.parent) if request.tariff else None
+    plans = [plan for plan in plans if plan.profile is not None]
+    counters = {plan.id: device_counters(plan, settings.sample_time) for plan in plans}
+    tags = {device.id: device.tags for device in settings.devices}
+    rows = meters(request.by, [plan.id for plan in plans], tags, settings.virtual_meters)
+    if request.devices:
+        rows, plans = select(rows, plans, request.devices)
+    params = list(request.params) if request.params else default_params(counters)
+    check_params(params, counters, plans)
+    spans = intervals(request.start_s, request.end_s, request.every, zone)
+    collector = _Collector(Report(zone, request.every, calendar, spans, grid_start=spans[0].start_s), rows, counters)
+    target, end_s = settings.database_target(), spans[-1].end_s
+    chunks = [plans[i:i + CHUNK_DEVICES] for i in range(0, len(plans), CHUNK_DEVICES)]
+    for chunk in _progress(chunks, progress, "meters", CHUNK_DEVICES):
+        keys = [(plan.id, part) for plan in chunk for param in params
+                if param in counters[plan.id] for _, part, _ in counters[plan.id][param].terms]
+        found = read_rows(target, settings.job_id, keys, spans[0].start_s, end_s)
+        for plan in chunk:
+            for param in params:
+                if param in counters[plan.id]:
+                    collector.device(counters[plan.id][param], found)
+    collector.finish(params)
+    _sort(collector.report, rows, params)
+    return collector.report
+
+
+class _Collector:
+    """Turns each device's counter into figures, and keeps what virtual meters and tag groups need."""
+
+    def __init__(self, report: Report, rows: list[Meter], counters: dict[str, dict[str, Counter]]) -> None:
+        self.report = report
+        self.counters = counters
+        spans, start = report.intervals, report.grid_start
+        self.count = (spans[-1].end_s - start) // BUCKET_S
+        bands = (report.calendar.bands_of(range(start, spans[-1].end_s, BUCKET_S), report.zone)
+                 if report.calendar else [])
+        self.whole = [Interval(start, spans[-1].end_s, spans[0].label)]
+        self.layers = (layers(spans, start, self.count, bands, report.calendar),
+                       layers(self.whole, start, self.count, bands, report.calendar))
+        self.device_rows = {m.name for m in rows if len(m.terms) == 1 and not m.group and m.terms[0][1] == m.name}
+        self.combined_rows = [m for m in rows if m.name not in self.device_rows]
+        self.virtual_parts = {d for meter in self.combined_rows if not meter.group for _, d in meter.terms}
+        self.groups_of: dict[str, list[Meter]] = {}  # device -> the tag groups it is in
+        for meter in self.combined_rows:
+            for _, device in meter.terms if meter.group else ():
+                self.groups_of.setdefault(device, []).append(meter)
+        self.kept: dict[str, dict[str, Composite]] = {}  # parts of virtual meters
+        self.sums: dict[tuple[str, str], tuple[str, Composite]] = {}  # tag groups, summed as devices arrive
+
+    def device(self, counter: Counter, found: dict) -> None:
+        """One device's counter from its Q15 rows (``found``, by (device, param))."""
+        device, param = counter.device, counter.param
+        composite = combine([
+            (sign, Composite.of(counter_series(found.get((device, part), EMPTY), self.report.grid_start,
+                                               self.count, rules)))
+            for sign, part, rules in counter.terms
+        ])
+        if device in self.virtual_parts:
+            self.kept.setdefault(device, {})[param] = composite
+        for group in self.groups_of.get(device, ()):
+            before = self.sums.get((group.name, param))
+            self.sums[(group.name, param)] = (counter.unit, composite if before is None
+                                              else combine([(1, before[1]), (1, composite)]))
+        if device in self.device_rows:
+            self._add(device, param, counter.unit, composite)
+
+    def finish(self, params: list[str]) -> None:
+        """Figures of the virtual meters and tag groups, once every device is in."""
+        for meter in self.combined_rows:
+            for param in params:
+                found = (self.sums.get((meter.name, param)) if meter.group
+                         else virtual_counter(meter, param, self.kept, self.counters))
+                if found is not None:
+                    self._add(meter.name, param, *found)
+
+    def _add(self, meter: str, param: str, unit: str, composite: Composite) -> None:
+        report = self.report
+        per_interval, whole = self.layers
+        for layer in per_interval:
+            report.rows.extend(figures(meter, param, unit, composite, layer, report.intervals,
+                                       report.grid_start, report.zone))
+        for layer in whole:
+            report.totals.extend(figures(meter, param, unit, composite, layer, self.whole,
+                                         report.grid_start, report.zone))
+        shown = {m for m, _ in report.profiles}
+        if len(shown) < PROFILE_METERS or meter in shown:
+            report.profiles[(meter, param)] = composite.energy * (3600 / BUCKET_S)
+
+
+def _sort(report: Report, rows: list[Meter], params: list[str]) -> None:
+    meter_rank = {meter.name: index for index, meter in enumerate(rows)}
+    param_rank = {param: index for index, param in enumerate(params)}
+    bands = {"all": -1, **{band: i for i, band in enumerate(report.calendar.bands if report.calendar else ())}}
+
+    def key(figure: Figure) -> tuple:
+        return (meter_rank[figure.meter], figure.interval.start_s, bands.get(figure.band, 99), figure.band,
+                param_rank[figure.param])
+
+    report.rows.sort(key=key)
+    report.totals.sort(key=key)
+
+
+def _progress(items: list, enabled: bool, unit: str, scale: int):  # type: ignore[no-untyped-def]
+    if not enabled or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit=f"x{scale} {unit}", file=sys.stderr, leave=False)
+
+
+def run(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, args: argparse.Namespace) -> int:
+    """The command: exit 2 naming the culprit of a bad argument, 1 when the rollups cannot be read."""
+    from susee.report import outputs
+
+    zone = ZoneInfo(settings.timezone)
+    try:
+        request = parse_request(args, zone, time.time())
+        report = build(settings, plans, config_path, request, progress=sys.stderr.isatty())
+    except (Culprit, TariffError) as exc:
+        print(f"susee report: {exc}", file=sys.stderr)
+        return EXIT_ARGUMENTS
+    except ReadError as exc:
+        print(f"susee report: {exc}", file=sys.stderr)
+        return 1
+    if request.out is None:
+        outputs.write_csv(report, sys.stdout)
+        return 0
+    kind = FORMATS[request.out.suffix.lower()]
+    if kind == "csv":
+        with request.out.open("w", newline="", encoding="utf-8") as stream:
+            outputs.write_csv(report, stream)
+    elif kind == "xlsx":
+        outputs.write_xlsx(report, request.out)
+    else:
+        outputs.write_png(report, request.out)
+    print(f"susee report: {request.out} written ({len(report.rows)} interval rows)", file=sys.stderr)
+    return 0
