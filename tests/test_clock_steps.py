@@ -10,7 +10,7 @@ from support import FakeClock
 from susee.poller import Poller
 from susee.quality import Code, describe
 from susee.ticks import TickGrid
-from test_ticks import T0, FakeLink, make_plan, pac3200_memory
+from test_poller import T0, FakeLink, make_plan, pac3200_memory
 
 
 class SteppingRecorder:

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # devices composes settings, profiles, a link endpoint and the sinks' param rows into a device's plan.
     ("acquisition", ("susee.poller", "susee.backoff", "susee.writer", "susee.devices")),
     ("io", ("susee.links", "susee.links.*",
-            "susee.store", "susee.replay", "susee.rollup", "susee.sinks", "susee.sinks.*", "susee.spool",
+            "susee.store", "susee.replay", "susee.rollup", "susee.sinks", "susee.sinks.*", "susee.spool", "susee.dbcheck",
             "susee.simulator")),
     ("foundation", ("susee", "susee.config", "susee.validation", "susee.codec", "susee.planner", "susee.profiles",
                     "susee.quality", "susee.sample", "susee.ticks", "susee.shown", "susee.migrations",
