@@ -19,6 +19,7 @@ from susee.config import WriterSettings
 from susee.sample import Sample
 from susee.sinks import create_sink
 from susee.spool import Spool
+from susee.store import Store
 from susee.writer import Writer
 
 from .test_cli import free_port, meters, run_cli, write_site
@@ -115,10 +116,10 @@ async def test_a_column_dropped_by_hand_fails_migrate_and_the_start_naming_it(tm
 
 async def test_at_run_time_a_refused_write_spools_logs_once_a_minute_and_counts(
         tmp_path, mariadb_target, job_id, caplog):
-    caplog.set_level(logging.ERROR, logger="susee.writer")
+    caplog.set_level(logging.ERROR, logger="susee.store")
     await migrated(mariadb_target, job_id)
     sink = create_sink(mariadb_target, job_id)
-    writer = Writer(sink, WriterSettings(batch_age=0.05), spool=Spool(tmp_path / "spool"))
+    writer = Writer(Store(sink, Spool(tmp_path / "spool")), WriterSettings(batch_age=0.05))
     task = asyncio.create_task(writer.run())
     try:
         await writer.started.wait()
@@ -126,13 +127,13 @@ async def test_at_run_time_a_refused_write_spools_logs_once_a_minute_and_counts(
         rows = [Sample("d01", "104", 1613644200.0 + k, 1.0, 2.0, 0) for k in range(5)]
         for row in rows:
             writer.submit([row])
-        await until(lambda: writer.permanent_errors >= 3 and writer.spool.pending_rows == 5, timeout_s=30)
+        await until(lambda: writer.store.stats().permanent_errors >= 3 and writer.store.spool.pending_rows == 5, timeout_s=30)
         errors = [r.getMessage() for r in caplog.records if "retrying cannot fix" in r.getMessage()]
         assert len(errors) == 1, errors
         assert "Unknown column" in errors[0] and "Delay" in errors[0]
 
         admin(f"ALTER TABLE `{mariadb_target.database}`.`see{job_id}Raw` ADD COLUMN Delay DOUBLE NULL")  # fixed
-        await until(lambda: writer.online and writer.spool.pending_rows == 0, timeout_s=60)
+        await until(lambda: writer.store.stats().online and writer.store.spool.pending_rows == 0, timeout_s=60)
     finally:
         writer.close()
         await asyncio.wait_for(task, 10)

@@ -8,7 +8,9 @@ from susee.config import WriterSettings
 from susee.sample import Sample
 from susee.sinks import create_sink
 from susee.spool import Spool
-from susee.writer import REPLAY_BATCH_ROWS, REPLAY_TXN_ROWS, Writer
+from susee.replay import REPLAY_BATCH_ROWS, REPLAY_TXN_ROWS
+from susee.store import Store
+from susee.writer import Writer
 
 PARAMS = [str(p) for p in range(101, 109)]
 
@@ -42,13 +44,13 @@ async def test_a_live_batch_goes_between_two_parts_of_one_replay_batch(tmp_path,
         spool.append([Sample(f"old{n:03d}", p, start_s + tick, float(tick), 1.0, 0) for n in range(100) for p in PARAMS])
     spool.close()
     sink = Observed(create_sink(mariadb_target, job_id))
-    writer = Writer(sink, WriterSettings(batch_age=0.01), spool=Spool(tmp_path / "spool"))
+    writer = Writer(Store(sink, Spool(tmp_path / "spool")), WriterSettings(batch_age=0.01))
     task = asyncio.create_task(writer.run())
     try:
         await asyncio.wait_for(sink.first_replay_part.wait(), 60)
         writer.submit([Sample("live", p, start_s + 86400, 1.0, 1.0, 0) for p in PARAMS])
         for _ in range(3000):
-            if "live" in sink.writes and writer.spool.pending_rows == 0:
+            if "live" in sink.writes and writer.store.spool.pending_rows == 0:
                 break
             await asyncio.sleep(0.01)
     finally:
