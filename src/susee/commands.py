@@ -72,8 +72,9 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     count = worker_count(settings.workers, plans)
     # [spool branch, issue 15 items 3, 5] a spool in use: exit 2 in one line; a privilege or column
     # missing is not an outage: exit 1, both before sampling.
-    if worker is None and count == 1:
-        await asyncio.to_thread(check_spool_not_in_use, settings.spool.path)
+    if worker is None:  # each process of this run locks its own folder: none may be held by another run
+        for index in range(count):
+            await asyncio.to_thread(check_spool_not_in_use, spool_folder(settings.spool.path, index, count))
     if worker is None and await refuse_unwritable(settings.database_target(), settings.job_id):
         return 1
     if worker is None and count > 1:
