@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         site = fleet.write_site(tmp, database, fleet_server.ports, args.meters, args.units_per_port, args.workers)
         job = fleet.susee_job(args.workers)
         # One process owns the root spool folder; with workers it is an orphan the parent replays.
+        # (the default folder of one process is per site: spool/<config name>-<job>)
         folder = tmp / ("spool" if args.workers == 1 else f"spool-w{args.workers}")
+        if args.workers == 1 and not args.old_spool_folder:
+            folder = folder / f"{site.stem}-{job}"
         print(f"filling {folder} with {args.rows} rows ...", flush=True)
         old_start_s = fill_spool(folder, args.meters, args.rows)
         print(f"N={args.meters} workers={args.workers}: susee for up to {args.duration:g} s ...", flush=True)
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup", type=float, default=3.0,
                         help="seconds after the start not counted as live ticks (start-up)")
     parser.add_argument("--susee-src", type=Path, default=None)
+    parser.add_argument("--old-spool-folder", action="store_true",
+                        help="a --susee-src from before the per-site spool folder (spool/ beside the site file)")
     fleet.add_fleet_option(parser)
     return run(parser.parse_args(argv))
 

@@ -78,7 +78,9 @@ class RecordingSink:
         self.calls.append("migrate")
         return []
 
-    async def write(self, samples: Sequence[Sample]) -> None:
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
+        if not samples:
+            return  # a replay's Last-only transaction: no Raw rows to record
         async with self._lock:
             self.attempts.append(list(samples))
             try:
@@ -120,7 +122,7 @@ class RecordingSink:
 class HangingSink(RecordingSink):
     """A database that accepts the connection and then never answers a write."""
 
-    async def write(self, samples: Sequence[Sample]) -> None:
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
         self.attempts.append(list(samples))
         self._changed.set()
         await asyncio.Event().wait()

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("acquisition", ("susee.poller", "susee.backoff", "susee.writer", "susee.devices")),
     ("io", ("susee.links", "susee.links.*",
             "susee.store", "susee.replay", "susee.rollup", "susee.partitions", "susee.retention", "susee.compact",
-            "susee.sinks", "susee.sinks.*", "susee.spool",
+            "susee.sinks", "susee.sinks.*", "susee.spool", "susee.dbcheck",
             "susee.simulator")),
     ("foundation", ("susee", "susee.config", "susee.validation", "susee.codec", "susee.planner", "susee.profiles",
                     "susee.quality", "susee.sample", "susee.ticks", "susee.shown", "susee.migrations",

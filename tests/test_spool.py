@@ -1,16 +1,29 @@
-"""The spool on its own: records in, records out, across reopenings, damage and a full disk budget."""
+"""The spool on its own: batches in, batches out, across reopenings, damage, a full budget and a full disk."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
+import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from susee.sample import Sample
-from susee.spool import HEADER, Spool, SpoolFull, decode_payload, encode_payload, inspect
+from susee.spool import (
+    Spool,
+    SpoolError,
+    SpoolFull,
+    SpoolLocked,
+    SpoolMismatch,
+    decode_payload,
+    encode_payload,
+    inspect,
+)
 
 TICK_S = 1613644200.0  # 2021-02-18 10:30:00 UTC
 PARAMS_PER_TICK = 8
@@ -24,10 +37,6 @@ def device_tick(device_id: str, tick_index: int = 0) -> list[Sample]:
 def batches(count: int, devices: tuple[str, ...] = ("d01", "d02")) -> list[list[Sample]]:
     """``count`` batches of one tick each, ticks 0, 1, 2 ..."""
     return [[s for d in devices for s in device_tick(d, i)] for i in range(count)]
-
-
-def segments(folder: Path) -> list[Path]:
-    return sorted(folder.glob("segment-*.log"))
 
 
 def read_all(spool: Spool, max_rows: int = 1_000_000) -> list[Sample]:
@@ -79,72 +88,80 @@ def test_appended_batches_are_read_back_in_order_and_acked_ones_are_not_returned
     assert spool.read(100) is None
 
 
-def test_ack_of_everything_deletes_the_segments_and_leaves_the_spool_empty(spool):
-    for batch in batches(3):
-        spool.append(batch)
-    assert segments(spool.folder)
 
-    spool.ack(spool.read(1_000_000))
-
-    assert segments(spool.folder) == []
-    assert spool.size_bytes == 0
-    spool.append(device_tick("d09"))  # and it goes on
-    assert read_all(spool) == device_tick("d09")
-
-
-def test_segments_rotate_at_their_size_and_fully_acked_ones_are_deleted(tmp_path):
-    spool = Spool(tmp_path / "spool", segment_bytes=600)
-    spool.open()
-    written = batches(12)
-    for batch in written:
-        spool.append(batch)
-    files = segments(spool.folder)
-    assert len(files) > 2
-    assert all(path.stat().st_size <= 600 for path in files)
-    assert spool.size_bytes == sum(path.stat().st_size for path in files)
-
-    batch = spool.read(3 * 16)  # the first three ticks (two devices x 8 params each)
-    spool.ack(batch)
-    assert segments(spool.folder)[0] != files[0], "the first segment is fully acknowledged"
-    assert read_all(spool) == [s for b in written[3:] for s in b]
-    spool.close()
-
-
-def test_reopened_spool_resumes_at_the_cursor(tmp_path):
+def test_reopened_spool_holds_exactly_the_unacknowledged_batches(tmp_path):
     folder = tmp_path / "spool"
-    spool = Spool(folder, segment_bytes=600)
+    spool = Spool(folder)
     spool.open()
     written = batches(10)
     for batch in written:
         spool.append(batch)
     spool.ack(spool.read(4 * 16))
-    spool.close()
-
-    reopened = Spool(folder, segment_bytes=600)
-    reopened.open()
-
-    assert reopened.pending_rows == 6 * 16
-    assert read_all(reopened) == [s for b in written[4:] for s in b]
-    reopened.close()
-
-
-def test_a_batch_read_but_not_acked_before_a_crash_is_read_again(tmp_path):
-    folder = tmp_path / "spool"
-    spool = Spool(folder)
-    spool.open()
-    written = batches(2)
-    for batch in written:
-        spool.append(batch)
     spool.read(16)  # committed to the database, then the process died before ack
     spool.close()
 
     reopened = Spool(folder)
     reopened.open()
-    assert read_all(reopened) == written[0] + written[1]
+
+    assert reopened.pending_rows == 6 * 16
+    assert read_all(reopened) == [s for b in written[4:] for s in b]
+    reopened.ack(reopened.read(10**6))
+    assert reopened.pending_rows == 0 and reopened.size_bytes == 0
+    reopened.append(device_tick("d09"))  # and it goes on
+    assert read_all(reopened) == device_tick("d09")
     reopened.close()
 
 
-def test_truncated_last_record_is_moved_aside_with_a_warning_and_appends_go_on(tmp_path, caplog):
+def payload_offset(db_file: Path, payload: bytes) -> int:
+    data = db_file.read_bytes()
+    at = data.find(payload)
+    assert at > 0 and data.find(payload, at + 1) < 0, "the payload is stored once, in one piece"
+    return at
+
+
+def test_a_flipped_byte_loses_only_its_batch_which_is_reported_and_moved_aside(tmp_path, caplog):
+    folder = tmp_path / "spool"
+    spool = Spool(folder)
+    spool.open()
+    written = batches(3, devices=("d01", "d02", "d07"))
+    for batch in written:
+        spool.append(batch)
+    spool.close()
+    db_file = folder / "spool.db"
+    _checkpoint(db_file)
+    damaged = encode_payload(written[1])
+    at = payload_offset(db_file, damaged) + len(damaged) // 2
+    with open(db_file, "r+b") as file:
+        file.seek(at)
+        byte = file.read(1)
+        file.seek(at)
+        file.write(bytes([byte[0] ^ 0x10]))  # one flipped bit in the middle of the second batch
+
+    stats = inspect(folder)  # check sees it before a replay meets it
+    assert stats.rows == 48 and "fails its checksum" in stats.damage and "24 rows" in stats.damage
+    caplog.set_level(logging.ERROR, logger="susee.spool")
+    reopened = Spool(folder)
+    reopened.open()
+
+    assert read_all(reopened) == written[0] + written[2], "every batch but the damaged one is replayed"
+    (aside,) = folder.glob("damaged-*")
+    assert aside.stat().st_size == len(damaged)
+    (error,) = [r.getMessage() for r in caplog.records]
+    assert "24 rows" in error and "2021-02-18 10:30:01" in error and "d01,d02,d07" in error and aside.name in error
+    assert aside.name in inspect(folder).damage
+    reopened.close()
+
+
+def _checkpoint(db_file: Path) -> None:
+    """Move the WAL's pages into the database file, where a damaged byte on disk would be."""
+    import sqlite3
+
+    db = sqlite3.connect(db_file)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def test_a_damaged_database_file_is_set_aside_and_its_readable_batches_kept(tmp_path, caplog):
     folder = tmp_path / "spool"
     spool = Spool(folder)
     spool.open()
@@ -152,53 +169,23 @@ def test_truncated_last_record_is_moved_aside_with_a_warning_and_appends_go_on(t
     for batch in written:
         spool.append(batch)
     spool.close()
-    (segment,) = segments(folder)
-    whole = segment.stat().st_size
-    with open(segment, "r+b") as file:  # a crash in the middle of the last append
-        file.truncate(whole - 5)
+    db_file = folder / "spool.db"
+    _checkpoint(db_file)
+    with open(db_file, "r+b") as file:  # the header of the file's last page: a b-tree page SQLite cannot read
+        size = file.seek(0, os.SEEK_END)
+        file.seek(size - 4096)
+        file.write(b"\xff" * 12)
 
-    caplog.set_level(logging.WARNING, logger="susee.spool")
+    caplog.set_level(logging.ERROR, logger="susee.spool")
     reopened = Spool(folder)
     reopened.open()
 
-    assert read_all(reopened) == written[0] + written[1]
-    (aside,) = folder.glob("segment-*.log.corrupt-*")
-    good = segment.stat().st_size  # the two whole records
-    assert aside.stat().st_size == whole - 5 - good
-    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    message = warning.getMessage()
-    assert segment.name in message and "truncated record" in message
-    assert f"offset {good}" in message and f"{whole - 5 - good} bytes" in message and aside.name in message
-
-    reopened.append(device_tick("d03", 9))
-    assert read_all(reopened) == written[0] + written[1] + device_tick("d03", 9)
-    reopened.close()
-
-
-def test_bad_checksum_ends_the_good_part_and_later_records_are_set_aside(tmp_path, caplog):
-    folder = tmp_path / "spool"
-    spool = Spool(folder)
-    spool.open()
-    written = batches(3)
-    for batch in written:
-        spool.append(batch)
-    spool.close()
-    (segment,) = segments(folder)
-    data = bytearray(segment.read_bytes())
-    first_length = HEADER.unpack_from(data)[1]
-    second_at = HEADER.size + first_length
-    data[second_at + HEADER.size + 3] ^= 0xFF  # one flipped bit in the second record's payload
-    segment.write_bytes(bytes(data))
-
-    caplog.set_level(logging.WARNING, logger="susee.spool")
-    reopened = Spool(folder)
-    reopened.open()
-
-    assert read_all(reopened) == written[0]
-    assert segment.stat().st_size == second_at
-    (aside,) = folder.glob("segment-*.log.corrupt-*")
-    assert aside.read_bytes() == bytes(data[second_at:])
-    assert any("bad checksum" in r.getMessage() and f"offset {second_at}" in r.getMessage() for r in caplog.records)
+    kept = read_all(reopened)
+    assert len(kept) % 16 == 0 and set(kept) <= {s for b in written for s in b}, "whole batches, nothing invented"
+    assert list(folder.glob("damaged-*spool.db")), "the damaged file is kept aside"
+    assert any("damaged" in r.getMessage() for r in caplog.records)
+    reopened.append(device_tick("d09", 9))
+    assert read_all(reopened)[-8:] == device_tick("d09", 9)
     reopened.close()
 
 
@@ -219,7 +206,7 @@ def test_stop_polling_refuses_a_batch_over_max_bytes_and_keeps_what_is_spooled(t
     spool.close()
 
 
-def test_drop_oldest_deletes_the_oldest_segments_and_counts_their_rows(tmp_path):
+def test_drop_oldest_deletes_the_oldest_batches_and_counts_their_rows(tmp_path):
     spool = Spool(tmp_path / "spool", max_bytes=3000, when_full="drop_oldest")
     spool.open()
     written = batches(60)
@@ -235,72 +222,94 @@ def test_drop_oldest_deletes_the_oldest_segments_and_counts_their_rows(tmp_path)
     spool.close()
 
 
-def test_drop_oldest_counts_only_unacknowledged_rows_of_a_partly_replayed_segment(tmp_path):
-    spool = Spool(tmp_path / "spool", max_bytes=3000, when_full="drop_oldest", segment_bytes=1000)
-    spool.open()
-    for batch in batches(3):
-        spool.append(batch)
-    spool.ack(spool.read(16))  # the first batch is committed
-    pending = spool.pending_rows
-    dropped = 0
-    for batch in batches(60)[3:]:
-        dropped += spool.append(batch)
+def limit_pages(spool: Spool, pages: int | None) -> None:
+    """SQLite's own page limit: an append past it fails with SQLITE_FULL, exactly as on a full disk."""
+    spool._db.execute(f"PRAGMA max_page_count = {pages or 1_000_000_000}")
 
-    assert dropped + spool.pending_rows == pending + 57 * 16
+
+def test_injected_full_disk_refuses_the_whole_batch_and_the_spool_takes_rows_again_after(tmp_path):
+    spool = Spool(tmp_path / "spool", when_full="stop_polling")
+    spool.open()
+    spool.append(device_tick("d01", 0))
+    pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
+    limit_pages(spool, pages)
+    big = [s for i in range(1, 200) for s in device_tick("d01", i)]  # needs new pages
+    with pytest.raises(SpoolFull, match="disk is full"):
+        spool.append(big)
+    assert spool.pending_rows == 8 and read_all(spool) == device_tick("d01", 0), "the spool is exactly as before"
+
+    limit_pages(spool, None)  # space is back
+    spool.append(big)
+    assert read_all(spool) == device_tick("d01", 0) + big
     spool.close()
+
+
+def test_injected_full_disk_with_drop_oldest_drops_the_oldest_batches_to_make_room(tmp_path):
+    spool = Spool(tmp_path / "spool", when_full="drop_oldest")
+    spool.open()
+    rng = random.Random(5)  # values that do not compress: each batch needs pages of its own
+    written = [[Sample("d01", str(p), TICK_S + 40 * n + i, rng.random(), 1.0, 0) for i in range(40) for p in range(8)]
+               for n in range(6)]
+    for batch in written[:5]:
+        spool.append(batch)
+    limit_pages(spool, spool._db.execute("PRAGMA page_count").fetchone()[0])
+
+    dropped = spool.append(written[5])
+
+    kept = read_all(spool)
+    assert dropped > 0 and kept[-len(written[5]):] == written[5]
+    assert dropped + len(kept) == 6 * 320
+    spool.close()
+
+
+def test_destination_is_recorded_and_rows_are_never_opened_for_another_one(tmp_path):
+    folder = tmp_path / "spool"
+    spool = Spool(folder, destination="mysql 127.0.0.1:3306/seedb000 job 000")
+    spool.open()
+    spool.append(device_tick("d01"))
+    spool.close()
+
+    other = Spool(folder, destination="sqlite /srv/site.db job 000")
+    with pytest.raises(SpoolMismatch, match="8 rows for mysql 127.0.0.1:3306/seedb000 job 000.*sqlite /srv/site.db"):
+        other.open()
+    assert inspect(folder).destination == "mysql 127.0.0.1:3306/seedb000 job 000"
+
+    same = Spool(folder, destination="mysql 127.0.0.1:3306/seedb000 job 000")
+    same.ack(same.read(100))
+    same.close()
+    other.open()  # an empty spool takes the new destination
+    assert inspect(folder).destination == "sqlite /srv/site.db job 000"
+    other.close()
 
 
 def test_inspect_reports_size_rows_and_oldest_tick_without_changing_anything(tmp_path):
     folder = tmp_path / "spool"
     assert inspect(folder).rows == 0 and not folder.exists()
-    spool = Spool(folder, segment_bytes=600)
+    spool = Spool(folder)
     spool.open()
-    written = batches(6)
-    for batch in written:
+    for batch in batches(6):
         spool.append(batch)
     spool.ack(spool.read(32))  # ticks 0 and 1 are in the database
     spool.close()
-    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    before = {path.name: path.read_bytes() for path in folder.iterdir() if not path.name.endswith(("-shm", "-wal"))}
 
     stats = inspect(folder)
 
     assert stats.rows == 4 * 16
-    assert stats.size_bytes == sum(path.stat().st_size for path in segments(folder))
+    assert 0 < stats.size_bytes < 4 * 16 * 100
     assert stats.oldest_tick_s == TICK_S + 2
     assert stats.damage is None
-    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if not path.name.endswith(("-shm", "-wal"))} == before
 
 
-def test_inspect_names_a_damaged_segment_but_does_not_repair_it(tmp_path):
-    folder = tmp_path / "spool"
-    spool = Spool(folder)
-    spool.open()
-    for batch in batches(2):
-        spool.append(batch)
-    spool.close()
-    (segment,) = segments(folder)
-    size = segment.stat().st_size
-    with open(segment, "r+b") as file:
-        file.truncate(size - 1)
-
-    stats = inspect(folder)
-
-    assert stats.rows == 16
-    assert stats.damage and segment.name in stats.damage and "truncated" in stats.damage
-    assert segment.stat().st_size == size - 1
-    assert not list(folder.glob("*.corrupt-*"))
-
-
-def test_a_second_process_cannot_use_the_same_folder(tmp_path):
-    from susee.spool import SpoolError
-
+def test_a_second_user_of_the_folder_is_refused_with_the_holders_pid(tmp_path):
     first = Spool(tmp_path / "spool")
     first.open()
     first.append(device_tick("d01"))
     # flock locks belong to the open file description: a second open in this
     # process conflicts just as a second process would.
     second = Spool(tmp_path / "spool")
-    with pytest.raises(SpoolError, match="in use"):
+    with pytest.raises(SpoolLocked, match=f"in use by another susee process \\(pid {os.getpid()}\\)"):
         second.open()
     first.close()
     second.open()
@@ -308,22 +317,21 @@ def test_a_second_process_cannot_use_the_same_folder(tmp_path):
     second.close()
 
 
-def test_folder_is_only_created_when_something_is_spooled(tmp_path):
+def test_open_takes_the_lock_at_once_even_before_anything_is_spooled(tmp_path):
     spool = Spool(tmp_path / "spool")
     spool.open()
-    assert not (tmp_path / "spool").exists()
-    spool.append(device_tick("d01"))
-    assert (tmp_path / "spool").is_dir()
+    assert (tmp_path / "spool" / "lock").read_text().strip() == str(os.getpid())
+    with pytest.raises(SpoolLocked):
+        Spool(tmp_path / "spool").open()
     spool.close()
 
 
-def test_cursor_file_is_replaced_atomically(spool):
-    spool.append(device_tick("d01", 0))
-    spool.append(device_tick("d01", 1))
-    spool.ack(spool.read(8))
-    names = sorted(path.name for path in spool.folder.iterdir())
-    assert "cursor" in names and "cursor.tmp" not in names
-    assert os.path.getsize(spool.folder / "cursor") > 0
+def test_segment_files_of_the_older_format_are_not_silently_ignored(tmp_path):
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    (folder / "segment-000001.log").write_bytes(b"SSP1")
+    with pytest.raises(SpoolError, match="older susee version"):
+        Spool(folder).open()
 
 
 def test_folder_problem_names_a_parent_that_is_not_a_folder_and_creates_nothing(tmp_path):
@@ -333,3 +341,125 @@ def test_folder_problem_names_a_parent_that_is_not_a_folder_and_creates_nothing(
     assert not (tmp_path / "a").exists()
     (tmp_path / "file").write_text("x")
     assert folder_problem(tmp_path / "file" / "spool") == f"{tmp_path / 'file'} is not a folder"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB filesystem (tmpfs), to fill up: needs root (CAP_SYS_ADMIN)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}): the injected full-disk tests cover the path")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill_up(path: Path) -> None:
+    """Write ``path`` until the disk refuses another byte."""
+    with open(path, "wb", buffering=0) as file:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while file.write(bytes(size)):
+                    pass
+            except OSError:
+                pass
+
+
+def random_batch(rng: random.Random, tick: int, devices: int = 50) -> list[Sample]:
+    return [Sample(f"d{d:03d}", str(p), TICK_S + tick, rng.random(), rng.random(), 0) for d in range(devices) for p in range(8)]
+
+
+def test_a_real_full_disk_refuses_whole_batches_uses_the_reserve_at_exit_and_recovers(small_disk):
+    rng = random.Random(1)
+    filler = small_disk / "other-files"
+    filler.write_bytes(bytes(512 << 10))  # someone else's files, deleted later: space comes back
+    spool = Spool(small_disk / "spool", max_bytes=16 << 20, when_full="stop_polling")  # reserve: 1/8 of the free space
+    spool.open()
+    assert (small_disk / "spool" / "reserve").stat().st_size > 100_000
+    accepted: list[Sample] = []
+    tick = 0
+    with pytest.raises(SpoolFull, match="the disk is full"):
+        while tick < 10_000:
+            batch = random_batch(rng, tick)
+            spool.append(batch)
+            accepted += batch
+            tick += 1
+    assert tick > 10
+    assert read_all(spool) == accepted, "the refused batch left no trace"
+
+    last = [s for k in range(40) for s in random_batch(rng, tick + k)]  # 16,000 rows: more than the WAL holds
+    with pytest.raises(SpoolFull):
+        spool.append(last)
+    fill_up(small_disk / "the-rest")  # now truly full: not a byte left
+    spool.append(last, force=True)  # the exit spill: the reserve makes room
+    accepted += last
+    assert not (small_disk / "spool" / "reserve").exists()
+
+    filler.unlink()  # space returns
+    (small_disk / "the-rest").unlink()
+    after = random_batch(rng, tick + 50)
+    spool.append(after)
+    accepted += after
+    spool.close()
+    reopened = Spool(small_disk / "spool")
+    reopened.open()
+    assert read_all(reopened) == accepted
+    reopened.close()
+
+
+def test_a_real_full_disk_with_drop_oldest_keeps_the_newest_rows(small_disk):
+    """drop_oldest applies to a full disk as to max_bytes: the oldest batches go, the newest stay."""
+    rng = random.Random(2)
+    spool = Spool(small_disk / "spool", max_bytes=1 << 30, when_full="drop_oldest")  # the disk is the limit
+    spool.open()
+    stored: list[Sample] = []
+    dropped = 0
+    refused = False
+    for tick in range(600):  # far more than 4 MiB
+        batch = random_batch(rng, tick)
+        try:
+            dropped += spool.append(batch)
+        except SpoolFull:
+            refused = True
+            break
+        stored += batch
+    kept = read_all(spool)
+    assert not refused and dropped > 0
+    assert kept == stored[dropped:], "the newest rows are kept, whole and in order"
+    spool.close()
+    reopened = Spool(small_disk / "spool")
+    reopened.open()
+    assert read_all(reopened) == kept
+    reopened.close()
+
+
+APPENDER = """
+import random, sys
+from susee.sample import Sample
+from susee.spool import Spool
+spool = Spool(sys.argv[1])
+spool.open()
+rng = random.Random(3)
+for n in range(100_000):
+    spool.append([Sample(f"d{d:03d}", str(p), 1613644200.0 + n, rng.random(), 1.0, 0) for d in range(100) for p in range(8)])
+    print(n, flush=True)
+"""
+
+
+def test_kill_9_in_the_middle_of_appends_leaves_whole_batches_only(tmp_path):
+    folder = tmp_path / "spool"
+    child = subprocess.Popen([sys.executable, "-c", APPENDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    for _ in range(30):  # 30 batches acknowledged, the next one in flight
+        child.stdout.readline()
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+
+    spool = Spool(folder)
+    spool.open()
+    rows = read_all(spool)
+    spool.close()
+    assert len(rows) % 800 == 0 and len(rows) >= 30 * 800, "whole batches, at least every acknowledged one"
+    ticks = sorted({sample.tick_s for sample in rows})
+    assert ticks == [1613644200.0 + n for n in range(len(rows) // 800)], "in order, none missing"

@@ -238,3 +238,41 @@ async def test_stats_count_the_writes_and_time_the_last_one(start_writer):
     stats = writer.stats().store
     assert (stats.writes, stats.rows_written, stats.online) == (1, PARAMS_PER_TICK, True)
     assert 0 < stats.last_write_s < PROMPT_S
+
+
+async def test_a_full_disk_pauses_acquisition_once_and_it_resumes_within_a_period_of_space_returning(
+        start_writer, spool_folder, caplog):
+    from susee.store import SPOOL_RETRY_S
+
+    caplog.set_level(logging.WARNING, logger="susee.store")
+    sink = RecordingSink(down=True)
+    spool = Spool(spool_folder, when_full="stop_polling")
+    writer, task = start_writer(sink, batch_age=SHORT_AGE_S, spool=spool)
+    await writer.started.wait()
+    writer.submit(device_tick("d01", 0))
+    await until(lambda: writer.store.stats().rows_spooled == PARAMS_PER_TICK)
+    # SQLite's own page limit: the next append fails with SQLITE_FULL, exactly as on a full disk.
+    pages = spool._db.execute("PRAGMA page_count").fetchone()[0]
+    spool._db.execute(f"PRAGMA max_page_count = {pages}")
+    big = [Sample("d02", str(p), 1613644200.0 + t, t * 1.1 + p, 1.0, 0) for t in range(300) for p in range(8)]
+    writer.submit(big)
+    await until(lambda: writer.store.stats().paused)
+    for _ in range(3):
+        assert writer.store.refuse_tick()
+    await asyncio.sleep(2.5 * SPOOL_RETRY_S)  # retries while paused: none of them may log again
+
+    spool._db.execute("PRAGMA max_page_count = 1000000000")  # space is back
+    resumed_in = time.monotonic()
+    await until(lambda: not writer.store.stats().paused, timeout_s=SPOOL_RETRY_S + PROMPT_S)
+    assert time.monotonic() - resumed_in <= SPOOL_RETRY_S + PROMPT_S
+    sink.down = False
+    await until(lambda: writer.store.spool.pending_rows == 0 and writer.backlog_rows == 0, timeout_s=5 * PROMPT_S)
+    writer.close()
+    await asyncio.wait_for(task, PROMPT_S)
+
+    assert keys(sink.stored_rows) == keys(device_tick("d01", 0) + big), "nothing acquired was lost"
+    assert SPOOL_RETRY_S <= 1.0, "acquisition resumes within one period (sample_time >= 1 s)"
+    messages = [r.getMessage() for r in caplog.records]
+    paused = [m for m in messages if "ACQUISITION PAUSED" in m]
+    assert len(paused) == 1 and "disk is full" in paused[0], messages
+    assert sum("acquisition resumed" in m for m in messages) == 1, messages

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from susee.config import ConfigError, Settings, load_settings
+from susee.dbcheck import database_problems, refuse_unwritable
 from susee.devices import DevicePlan, plan_devices
 from susee.poller import Poller
 from susee.quality import Code, describe
 from susee.sinks import SinkError, create_sink, format_tick
+from susee.spool import check_not_in_use as check_spool_not_in_use
 from susee.spool import folder_problem as spool_folder_problem
 from susee.spool import inspect as inspect_spool
 from susee.simulator import embedded_simulator
@@ -54,7 +56,7 @@ class Site:
 def load_site(config: str) -> Site:
     """Load, validate and plan; ConfigError on anything invalid."""
     path = Path(config)
-    settings = load_settings(path).resolved(path)  # the spool relative to the config file, like profiles
+    settings = load_settings(path).resolved(path)  # the spool per site, relative to the config file
     plans = plan_devices(settings, path)
     return Site(path, settings, plans)
 
@@ -70,6 +72,13 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
     if problem is not None:
         raise ConfigError(f"{site.path}: field 'spool.path': {settings.spool.path} cannot be used: {problem}")
     count = worker_count(settings.workers, plans)
+    # [spool branch, issue 15 items 3, 5] a spool in use: exit 2 in one line; a privilege or column
+    # missing is not an outage: exit 1, both before sampling.
+    if worker is None:  # each process of this run locks its own folder: none may be held by another run
+        for index in range(count):
+            await asyncio.to_thread(check_spool_not_in_use, spool_folder(settings.spool.path, index, count))
+    if worker is None and await refuse_unwritable(settings.database_target(), settings.job_id):
+        return 1
     view = live_view(settings, plans)  # [web]
     if worker is None and count > 1:
         workers = Workers(site.path, settings, count, duration_s, log_level, report_state=view is not None)
@@ -128,12 +137,15 @@ async def migrate(site: Site) -> int:
         await sink.open()
         for line in await sink.migrate():
             print(line)
+        problems = await sink.verify()  # [spool branch] "up to date" is not enough: a column may be gone
     except SinkError as exc:
         print(f"database {exc}")  # the message starts with the target
         return 1
     finally:
         await sink.close()
-    return 0
+    for problem in problems:
+        print(f"database {sink.target}: {problem}")
+    return 1 if problems else 0
 
 
 async def last(site: Site, raw_rows: int | None) -> int:
@@ -258,7 +270,8 @@ async def _check_spool(folder: Path) -> bool:
         print(f"  spool {folder}: {stats.size_bytes} bytes, {stats.rows} rows waiting for the database, "
               f"oldest tick {oldest} UTC")
     if stats.damage:
-        print(f"    damaged: {stats.damage} (the next start keeps the good records, moves the rest aside)")
+        print(f"    damaged: {stats.damage} (the next start replays every intact batch and moves damaged ones "
+              f"aside into damaged-* files, logging what they held)")
     return True
 
 
@@ -288,17 +301,23 @@ async def _check_database(target, job_id: str) -> bool:
             return True
         print(f"  database: {missing}, and its folder {folder} is not writable")
         return False
-    sink = create_sink(target, job_id)
-    try:
-        await sink.open()
-        await sink.ping()
-        print("  database: reachable")
-        return True
-    except SinkError as exc:
-        print(f"  database: UNREACHABLE: {_without_target(exc, target)}")
-        return False
-    finally:
-        await sink.close()
+    problems = await database_problems(target, job_id)  # [spool branch] privileges and columns too
+    if problems is None:
+        sink = create_sink(target, job_id)
+        try:
+            await sink.open()
+            await sink.ping()
+        except SinkError as exc:
+            print(f"  database: UNREACHABLE: {_without_target(exc, target)}")
+            return False
+        finally:
+            await sink.close()
+    if not problems:
+        print("  database: reachable" + ("" if problems is not None else " (tables not checked)"))
+    for problem in problems or ():
+        verdict = "UNREACHABLE" if "cannot connect" in problem else "CANNOT STORE ROWS"  # login refused, or not
+        print(f"  database: {verdict}: {problem.removeprefix(f'{target}: ')}")
+    return not problems
 
 
 def _without_target(exc: SinkError, target) -> str:

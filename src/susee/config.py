@@ -84,6 +84,9 @@ class DatabaseSettings(_Section):
             scheme = value.split("://", 1)[0].lower() if "://" in value else ""
             if scheme not in (*MYSQL_SCHEMES, "sqlite"):
                 raise ValueError(f"url must start with mysql:// or sqlite:///, got {_mask_url(value)!r}")
+            problem = _sqlite_url_problem(value) if scheme == "sqlite" else _mysql_url_problem(value)
+            if problem:
+                raise ValueError(f"{problem} in {_mask_url(value)!r}")
         return value
 
     @field_validator("name")
@@ -244,7 +247,9 @@ class WriterSettings(_Section):
 class SpoolSettings(_Section):
     """The durable local buffer for rows the database did not take."""
 
-    path: Path | None = None  # default: folder 'spool' beside the config file; relative = to it
+    # Default: spool/<config file name>-<job_id> beside the config file, so two
+    # sites in one folder never share a spool; relative = to the config file.
+    path: Path | None = None
     max_bytes: int = Field(default=1 << 30, gt=0)  # 1 GiB
     when_full: Literal["stop_polling", "drop_oldest"] = "stop_polling"
 
@@ -469,7 +474,9 @@ class Settings(BaseSettings):
 
     def resolved(self, config_path: Path) -> Settings:
         """These settings as the site runs them: relative paths (SQLite file, spool) taken from the config file's folder."""
-        return resolved_paths(self, Path(os.path.abspath(config_path.parent)))
+        # The default spool is per site (config file name and job): two sites in one folder never share one.
+        default_spool = Path("spool") / f"{Path(config_path).stem}-{self.job_id}"
+        return resolved_paths(self, Path(os.path.abspath(config_path.parent)), default_spool)
 
     def with_spool(self, folder: Path) -> Settings:
         """A copy whose spool is ``folder``."""
@@ -524,6 +531,13 @@ class DatabaseTarget:
             socket=query.get("unix_socket"),
         )
 
+    def identity(self, job_id: str) -> str:
+        """Which database and job rows are for (never user or password): what the spool records."""
+        if self.kind == "sqlite":
+            return f"sqlite {Path(self.path).absolute()} job {job_id}"
+        where = f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+        return f"mysql {where}/{self.database} job {job_id}"
+
     def __str__(self) -> str:
         if self.kind == "sqlite":
             return f"sqlite:///{self.path}"
@@ -531,8 +545,35 @@ class DatabaseTarget:
         return f"mysql://{self.user}{secret}@{self.host}:{self.port}/{self.database}"
 
 
+def _mysql_url_problem(url: str) -> str | None:
+    """What makes a mysql:// URL unusable (bad port, broken IPv6 literal), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port could not be cast...", "Port out of range"
+        return f"url is not a valid database URL ({exc})"
+    if port == 0:
+        return "url port must be 1-65535"
+    if parts.netloc and not parts.hostname:
+        return "url has no host name"
+    return None
+
+
+def _sqlite_url_problem(url: str) -> str | None:
+    """An in-memory SQLite database keeps nothing: refuse it, as anything but a file."""
+    path = url[len("sqlite:///"):] if url.lower().startswith("sqlite:///") else ""
+    if not path:
+        return "url needs a file, e.g. sqlite:///susee.db"
+    if path == ":memory:" or "mode=memory" in path:
+        return "url: an in-memory SQLite database loses every row at exit; give a file, e.g. sqlite:///susee.db"
+    return None
+
+
 def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a broken IPv6 literal: nothing to mask that can be found
+        return url.split("@", 1)[-1] if "@" in url else url
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
@@ -583,15 +624,16 @@ def load_yaml(text: str, source: str) -> object:
         raise
 
 
-def resolved_paths(settings: Settings, folder: Path) -> Settings:
-    """A copy of ``settings`` whose SQLite file and spool folder are absolute, relative ones taken from ``folder``."""
+def resolved_paths(settings: Settings, folder: Path, default_spool: Path = Path("spool")) -> Settings:
+    """A copy of ``settings`` whose SQLite file and spool folder are absolute, relative ones taken from ``folder``
+    (the spool ``default_spool`` when not set)."""
     database = settings.database
     url = database.url or ""
     if url.startswith("sqlite:///"):
         file = url[len("sqlite:///"):]
         if file and not Path(file).is_absolute():
             database = database.model_copy(update={"url": f"sqlite:///{folder / file}"})
-    spool = settings.spool.model_copy(update={"path": folder / (settings.spool.path or "spool")})
+    spool = settings.spool.model_copy(update={"path": folder / (settings.spool.path or default_spool)})
     return settings.model_copy(update={"database": database, "spool": spool})
 
 

@@ -166,6 +166,16 @@ def load_migrations(dialect: str) -> tuple[Migration, ...]:
     return tuple(found[version] for version in sorted(found))
 
 
+async def migrations_pending(session: SchemaSession, dialect: str, job_id: str) -> bool:
+    """True if some migration is not applied yet (or none is: a new database)."""
+    version_table = table_names(job_id)[-1]
+    shape = await session.snapshot([version_table])
+    if version_table not in shape:
+        return True
+    applied = {int(row[0]) for row in await session.fetch(f"SELECT version FROM {version_table}")}
+    return any(m.version not in applied for m in load_migrations(dialect))
+
+
 async def run_migrations(session: SchemaSession, dialect: str, job_id: str) -> list[str]:
     """Apply the pending migrations; return what changed, one line per change."""
     version_table = table_names(job_id)[-1]

@@ -20,10 +20,10 @@ from susee.backoff import Backoff, backoff_cap_ticks
 from susee.codec import registers_to_bytes
 from susee.devices import DevicePlan
 from susee.planner import BlockRead
-from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response
+from susee.quality import DRIVER_NOT_FOUND_PARAM, Code, code_for_exception_response, mark_late
 from susee.sample import Sample, fast_tuple
 from susee.shown import first_few
-from susee.ticks import Clock, TickGrid
+from susee.ticks import Clock, StepWatch, TickGrid
 from susee.links import Answer, ExceptionResponse, Link, LinkError, Read
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class PollReports:
         self.refusing = TickLog("answer with an exception instead of values (%d poll(s)); the Code column says which",
                                 period_s)
         self.values_again = TickLog("answer with values again after %d poll(s) with exceptions in all", period_s)
+        self.steps = StepWatch(period_s)  # [spool branch] wall-clock steps, logged once for the site
 
     def flush(self) -> None:
         self.overruns.flush()
@@ -147,11 +148,17 @@ class Poller:
             self.next_tick_s = tick_s
             if self._stop_after_s is not None and tick_s > self._stop_after_s:
                 return
+            self.reports.steps.waits(tick_s, clock.now())  # [spool branch, issue 15 item 7]
             await clock.sleep_until(tick_s)
             if not self.paused():  # paused: the writer counts the tick as not acquired
                 self.busy = True
                 try:
-                    self.emit(await self.poll(tick_s))
+                    woke_s = clock.now()
+                    samples = await self.poll(tick_s)
+                    if clock.now() - tick_s > grid.period_s:  # [spool branch] clock step, pause, slow poll: Code 128
+                        self.reports.steps.woke(tick_s, woke_s)
+                        samples = mark_late(samples, grid.period_s * 1000.0)
+                    self.emit(samples)
                 finally:
                     self.busy = False
                 self.stats.ticks += 1

@@ -16,6 +16,9 @@ class Code(IntFlag):
     VALUE_NAN = 16  # decoded value is NaN or infinite
     LENREG_ZERO = 32  # fewer registers than requested (or none)
     DRIVER_NOT_FOUND = 64  # the device's profile could not be loaded
+    # Not in the seed: read more than one period after its tick (a wall-clock step
+    # forward, a paused VM or process): the value is real, but not of that tick's time.
+    LATE = 128
 
 
 # Modbus exception codes that mean "the gateway is fine, the device is not".
@@ -30,6 +33,12 @@ def code_for_exception_response(exception_code: int) -> Code:
     if exception_code in GATEWAY_EXCEPTIONS:
         return Code.SERVER_OFF
     return Code.ERR_REGISTER
+
+
+def mark_late(samples: list, period_ms: float) -> list:
+    """``samples`` with LATE set on those whose Delay exceeds one period."""
+    late = int(Code.LATE)
+    return [s._replace(code=s.code | late) if s.delay_ms > period_ms else s for s in samples]
 
 
 def describe(code: int) -> str:

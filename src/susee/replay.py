@@ -12,6 +12,7 @@ replay batches on the one connection.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 from susee.sample import Sample
 from susee.shown import rate_text
+from susee.sinks import newest_samples
 from susee.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,12 @@ log = logging.getLogger(__name__)
 # batch waits for one replay batch at most, about 2 s there; its rows are
 # already read, and its Delay is not affected.
 REPLAY_BATCH_ROWS = 100_000
+# Rows per replay transaction: a replay batch is written in parts this large
+# (Raw, then Last's newest rows), so a live batch waits for one part at most.
+REPLAY_TXN_ROWS = 10_000
 PROGRESS_EVERY_S = 5.0  # a long replay logs its progress this often
 
-Write = Callable[[Sequence[Sample]], Awaitable[None]]
+Write = Callable[..., Awaitable[None]]  # (rows, *, last=...) as Sink.write
 InThread = Callable[..., Awaitable[Any]]
 
 
@@ -53,11 +58,28 @@ class Replay:
         batch = await self._in_thread(self.spool.read, REPLAY_BATCH_ROWS)
         if batch is None:
             return 0
-        await self._write(batch.samples)
+        await self._write_in_turns(batch.samples)
         # A crash right here replays the batch once more: the unique key makes that a no-op.
         await self._in_thread(self.spool.ack, batch)
         self.rows_replayed += len(batch.samples)
         return len(batch.samples)
+
+    async def _write_in_turns(self, rows: list[Sample]) -> None:
+        """A replay batch in short transactions, a live batch free to go between any two.
+
+        Raw in parts of REPLAY_TXN_ROWS, then Last, which gets only the newest
+        row of each (device, param) of the whole batch: the replay keeps its
+        rate, and a live batch waits for one part at most (a fraction of a
+        second), not for the whole batch. The batch leaves the spool after its
+        last part: a crash in between replays it again, which the unique key and
+        Last's newer-wins upsert absorb.
+        """
+        newest = newest_samples(rows)
+        parts = [(rows[i:i + REPLAY_TXN_ROWS], []) for i in range(0, len(rows), REPLAY_TXN_ROWS)]
+        parts += [([], newest[i:i + REPLAY_TXN_ROWS]) for i in range(0, len(newest), REPLAY_TXN_ROWS)]
+        for raw, last in parts:
+            await self._write(raw, last=last)
+            await asyncio.sleep(0)  # a live batch waiting for the sink goes next
 
     def log_progress(self, replayed: int) -> None:
         """Log a long replay every ``PROGRESS_EVERY_S``, and once when the spool is empty."""

@@ -1,19 +1,26 @@
-"""The durable local buffer: an append-only log of the batches the database did not take.
+"""The durable local buffer: the batches the database did not take, in an SQLite file.
 
 Layout of the spool folder::
 
-    segment-000001.log ...  records, appended and fsync'ed one batch at a time
-    cursor                  segment and offset of the first record not yet committed
-    lock                    held (flock) by the one process using the folder
+    spool.db (+ -wal, -shm)  one row per batch, in WAL mode, every commit fsync'ed
+    lock                     held (flock) by the one process using the folder; holds its pid
+    reserve                  a few MiB kept free for the last rows in memory at stop on a full disk
+    damaged-*                what was moved aside: a batch that failed its checksum, or a
+                             database file SQLite found malformed (its readable batches are kept)
 
-A record is a 16-byte header (magic, payload bytes, rows, CRC32) and a
-zlib'd payload of struct-packed samples, so floats round-trip exactly. A
-record leaves the spool only when the cursor moves past it, after its rows
-were committed; a crash in between replays it once more, which the
-database's unique key turns into a no-op. Fully acknowledged segments are
-deleted. At start-up a truncated or damaged tail (a crash mid-append, a bad
-disk) is moved aside into ``<segment>.corrupt-<time>`` and the good records
-before it are kept.
+A batch is a zlib'd payload of struct-packed samples (floats round-trip
+exactly) with its row count, first and last tick, devices and a CRC32 in
+columns beside it: a damaged payload is found by its checksum, and what it
+held is still known from the other columns. SQLite makes each append and
+acknowledgement one atomic transaction: a crash, a kill -9 or a full disk
+leaves the spool as it was before or after, never in between. A batch
+leaves the spool (DELETE) only after its rows were committed; a crash in
+between replays it once more, which the database's unique key turns into a
+no-op.
+
+The spool records its destination (database kind, host, port, name and job
+id; never a user or password) and refuses to be opened for another one while
+it holds rows: rows are only ever replayed where they were meant to go.
 
 Everything here blocks (file I/O, fsync): the writer calls it from one
 worker thread, which also keeps appends in order.
@@ -21,9 +28,12 @@ worker thread, which also keeps appends in order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import shutil
+import sqlite3
 import struct
 import time
 import zlib
@@ -31,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from susee.config import ConfigError
 from susee.sample import Sample, fast_tuple
 
 try:
@@ -40,21 +51,37 @@ except ImportError:  # Windows: no advisory locks, one process per folder is up 
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: about 70 million rows, weeks of a large site
-# Rotation size: deleting a replayed segment frees disk early, and drop_oldest
-# frees space in steps of one segment, so a segment is at most 1/8 of the limit.
-SEGMENT_BYTES = 16 << 20
-MAX_RECORD_BYTES = 256 << 20  # a larger length field can only be damage
-ZLIB_LEVEL = 1  # fast; the packed rows still shrink to about a third
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: about 150 million rows, weeks of a large site
+ZLIB_LEVEL = 1  # fast; the packed rows still shrink to about a fifth
+DB_FILE = "spool.db"
+LOCK_FILE = "lock"
+RESERVE_FILE = "reserve"
+DAMAGED_PREFIX = "damaged-"
+# Kept free for the exit spill: the queue of a 10,000-meter site (5 ticks) packs into ~3 MiB.
+RESERVE_BYTES = 16 << 20
+# Bytes a batch costs beyond its payload (row header, columns, b-tree): what max_bytes counts.
+BATCH_OVERHEAD = 64
+# Kept free on the spool's disk: the policy (when_full) applies before the disk is
+# really full, so that SQLite still has room for its WAL and for deleting batches.
+DISK_MARGIN_BYTES = 4 << 20
+BUSY_TIMEOUT_S = 10.0  # ``inspect`` (susee check) reads while the service writes: WAL lets both go
 
-MAGIC = b"SSP1"
-HEADER = struct.Struct("<4sIII")  # magic, payload bytes, rows, CRC32 of (payload bytes, rows, payload)
 NAMES_LENGTH = struct.Struct("<I")
 # device index, param index, tick_s, has value, value, delay_ms, code
 ROW = struct.Struct("<IIdBddq")
-CURSOR_FILE = "cursor"
-LOCK_FILE = "lock"
-SEGMENT_PREFIX, SEGMENT_SUFFIX = "segment-", ".log"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rows INTEGER NOT NULL,
+    first_tick REAL NOT NULL,
+    last_tick REAL NOT NULL,
+    devices TEXT NOT NULL,
+    crc INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
 
 
 class SpoolError(Exception):
@@ -62,15 +89,15 @@ class SpoolError(Exception):
 
 
 class SpoolFull(SpoolError):
-    """``max_bytes`` reached and the policy is ``stop_polling``: the batch was not stored."""
+    """No room for the batch (``max_bytes`` or a full disk) and the policy is ``stop_polling``."""
 
 
-@dataclass(frozen=True, order=True)
-class Position:
-    """A record boundary: segment number and byte offset in it."""
+class SpoolLocked(SpoolError):
+    """Another process holds the folder."""
 
-    segment: int
-    offset: int
+
+class SpoolMismatch(SpoolError):
+    """The spool holds rows for another database than this site's."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +105,26 @@ class SpoolBatch:
     """Rows read from the head of the spool; ``Spool.ack`` removes them once committed."""
 
     samples: list[Sample]
-    end: Position  # just after the last record read
-    end_rows: int  # rows of the end segment before ``end``
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What a damaged batch (or file) held, as far as it can still be told."""
+
+    name: str  # the file it was moved to
+    size_bytes: int
+    rows: int | None = None
+    first_tick_s: float | None = None
+    last_tick_s: float | None = None
+    devices: str | None = None
+
+    def describe(self) -> str:
+        if self.rows is None:
+            return f"{self.name} ({self.size_bytes} bytes, contents unknown)"
+        return (f"{self.name} ({self.size_bytes} bytes): {self.rows} rows of ticks {_utc(self.first_tick_s)} to "
+                f"{_utc(self.last_tick_s)} UTC, devices {self.devices or '?'}")
 
 
 @dataclass(frozen=True)
@@ -90,264 +135,417 @@ class SpoolStats:
     size_bytes: int
     rows: int
     oldest_tick_s: float | None
-    damage: str | None = None
-
-
-@dataclass
-class _Segment:
-    seq: int
-    path: Path
-    size: int
-    rows: int
-
-
-@dataclass(frozen=True)
-class _Scan:
-    good_size: int  # bytes of whole, intact records from the start
-    rows: int
-    acked_rows: int  # rows of the records that end at or before the cursor
-    acked_size: int  # the cursor, moved back to a record boundary if it was not on one
-    file_size: int
-    damage: str | None
+    damage: str | None = None  # batches that fail their checksum, and damaged-* files set aside
+    destination: str | None = None
 
 
 class Spool:
-    """An append-only, crash-safe log of sample batches in ``folder``.
+    """A crash-safe queue of sample batches in ``folder``. Not thread-safe: use it from one thread."""
 
-    The folder is created by the first append, so a site whose database never
-    fails has no spool on disk. Not thread-safe: use it from one thread.
-    """
+    STORAGE = "sqlite"  # what bench/spool.py prints
 
     def __init__(
         self,
         folder: Path,
         max_bytes: int = DEFAULT_MAX_BYTES,
         when_full: str = "stop_polling",
-        segment_bytes: int | None = None,
+        destination: str | None = None,
     ) -> None:
         if when_full not in ("stop_polling", "drop_oldest"):
             raise ValueError(f"when_full must be stop_polling or drop_oldest, not {when_full!r}")
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self.when_full = when_full
-        self.segment_bytes = segment_bytes or min(SEGMENT_BYTES, max(max_bytes // 8, 1))
-        self._segments: list[_Segment] = []
-        self._cursor = Position(1, 0)
-        self._head_acked_rows = 0
-        self._next_seq = 1
-        self._tail = None  # the file appended to: the last segment, open for append
+        self.destination = destination  # None: any (tests, orphan replays that read it from the file)
+        self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._rows = 0
+        self._bytes = 0
+        self._margin = DISK_MARGIN_BYTES
+        self.damage: list[Damage] = []  # found while this process used the spool
 
     @property
     def size_bytes(self) -> int:
-        """Bytes of the segment files (what ``max_bytes`` limits)."""
-        return sum(segment.size for segment in self._segments)
+        """Bytes the stored batches take (what ``max_bytes`` limits)."""
+        return self._bytes
 
     @property
     def pending_rows(self) -> int:
         """Rows stored and not yet acknowledged."""
-        return sum(segment.rows for segment in self._segments) - self._head_acked_rows
+        return self._rows
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
 
     def open(self) -> None:
-        """Take the folder's lock and recover what an earlier run left (if anything)."""
-        if not self.folder.is_dir():
+        """Take the folder's lock (SpoolLocked), check the destination (SpoolMismatch), recover.
+
+        Called at start, before sampling; a second call does nothing.
+        """
+        if self._db is not None:
             return
         self._take_lock()
-        cursor = _read_cursor(self.folder)
-        numbers = _segment_numbers(self.folder)
-        self._next_seq = max([*numbers, cursor.segment - 1 if cursor else 0]) + 1
-        for seq in numbers:
-            path = _segment_path(self.folder, seq)
-            if cursor is not None and seq < cursor.segment:
-                path.unlink()  # acknowledged before a crash stopped its deletion
-                continue
-            at = cursor.offset if cursor is not None and seq == cursor.segment else None
-            scan = _scan(path, at, verify=True)
-            if scan.damage is not None:
-                _set_aside(path, scan, self.folder)
-            if scan.good_size == 0:
-                path.unlink()
-                continue
-            if not self._segments and at is not None:
-                self._cursor, self._head_acked_rows = Position(seq, scan.acked_size), scan.acked_rows
-            elif not self._segments:
-                self._cursor, self._head_acked_rows = Position(seq, 0), 0
-            self._segments.append(_Segment(seq, path, scan.good_size, scan.rows))
-        if not self._segments or self.pending_rows == 0:
-            self._reset()
-        elif self._segments[0].seq != (cursor.segment if cursor else None) or self._cursor.offset != cursor.offset:
-            self._write_cursor(self._cursor)
+        try:
+            legacy = sorted(self.folder.glob("segment-*.log"))
+            if legacy:
+                raise SpoolError(
+                    f"spool {self.folder} holds {len(legacy)} segment file(s) of an older susee version: replay them "
+                    f"with that version first (its next start does it), or move them out of the folder")
+            self._db = self._connect_checked()
+            self._rows, self._bytes = self._totals()
+            self._claim_destination()
+            if self._rows == 0:
+                self._make_reserve()
+        except BaseException:
+            self.close()
+            raise
 
     def append(self, samples: Sequence[Sample], *, force: bool = False) -> int:
-        """Store one batch durably (fsync'ed); return the rows dropped to make room.
+        """Store one batch durably (all of it or nothing); return the rows dropped to make room.
 
-        Over ``max_bytes`` the policy decides: ``stop_polling`` raises
-        SpoolFull, ``drop_oldest`` deletes the oldest segments. ``force``
-        ignores the limit (the last rows in memory at shutdown). An empty
-        spool always takes one batch, however large.
+        Over ``max_bytes``, or on a full disk, the policy decides:
+        ``stop_polling`` raises SpoolFull, ``drop_oldest`` deletes the oldest
+        batches. ``force`` ignores the limit and uses the reserve on a full
+        disk (the last rows in memory at shutdown). An empty spool always
+        takes one batch, however large.
         """
         if not samples:
             return 0
-        record = encode_record(samples)
+        db = self._opened()
+        payload = encode_payload(samples)
+        cost = len(payload) + BATCH_OVERHEAD
         dropped = 0
-        if not force and self._segments and self.size_bytes + len(record) > self.max_bytes:
+        if not force and self._rows and self._bytes + cost > self.max_bytes:
             if self.when_full == "stop_polling":
-                raise SpoolFull(f"spool {self.folder} is full ({self.size_bytes} of {self.max_bytes} bytes)")
-            dropped = self._drop_oldest(len(record))
-        tail = self._tail_for(len(record))
-        segment = self._segments[-1]
+                raise SpoolFull(f"spool {self.folder} is full ({self._bytes} of {self.max_bytes} bytes)")
+            dropped = self._drop_oldest(self._bytes + cost - self.max_bytes)
+        elif not force and self._rows and (short := self._disk_short_by(cost)) > 0:
+            # The disk is nearly full: the same policy, while SQLite still has room to delete.
+            if self.when_full == "stop_polling":
+                raise SpoolFull(f"spool {self.folder}: the disk is full (less than {self._margin} bytes free)")
+            dropped = self._drop_oldest(cost)
+        row = _batch_row(samples, payload)
         try:
-            tail.write(record)
-            tail.flush()
-            os.fsync(tail.fileno())
-        except OSError as exc:
-            self._undo_partial_append(segment)
-            raise SpoolError(f"spool {segment.path}: cannot append: {exc}") from exc
-        segment.size += len(record)
-        segment.rows += len(samples)
+            self._insert(db, row)
+        except sqlite3.Error as exc:
+            if not _disk_full(exc):
+                raise SpoolError(f"spool {self.folder}: cannot append: {exc}") from exc
+            dropped += self._append_on_full_disk(db, row, force, exc)
+        self._rows += len(samples)
+        self._bytes += cost
         return dropped
 
     def read(self, max_rows: int) -> SpoolBatch | None:
-        """The oldest unacknowledged records, at least one, until ``max_rows`` rows; None if empty."""
-        if self.pending_rows == 0:
-            return None
+        """The oldest batches, at least one, until ``max_rows`` rows; None if empty.
+
+        A batch that fails its checksum is moved aside (reported once, see
+        ``damage``) and the read goes on with the next one.
+        """
+        db = self._opened()
         samples: list[Sample] = []
-        end, end_rows = self._cursor, self._head_acked_rows
-        for segment in self._segments:
-            offset = self._cursor.offset if segment.seq == self._cursor.segment else 0
-            rows = self._head_acked_rows if segment.seq == self._cursor.segment else 0
-            with open(segment.path, "rb") as file:
-                file.seek(offset)
-                while offset < segment.size and len(samples) < max_rows:
-                    count, payload = _read_record(file, segment.path, offset)
-                    samples.extend(decode_payload(payload))
-                    offset += HEADER.size + len(payload)
-                    rows += count
-            end, end_rows = Position(segment.seq, offset), rows
-            if len(samples) >= max_rows:
+        first_id = last_id = None
+        after = 0
+        while len(samples) < max_rows:
+            try:
+                found = db.execute(
+                    "SELECT id, rows, first_tick, last_tick, devices, crc, payload FROM batches WHERE id > ? "
+                    "ORDER BY id LIMIT 16", (after,)).fetchall()
+            except sqlite3.Error as exc:
+                raise SpoolError(f"spool {self.folder}: cannot read: {exc}") from exc
+            if not found:
                 break
-        return SpoolBatch(samples, end, end_rows)
+            for batch_id, rows, first_tick, last_tick, devices, crc, payload in found:
+                after = batch_id
+                decoded = _decode_checked(payload, rows, crc)
+                if decoded is None:
+                    self._set_aside(batch_id, rows, first_tick, last_tick, devices, payload)
+                    continue
+                samples.extend(decoded)
+                first_id = batch_id if first_id is None else first_id
+                last_id = batch_id
+                if len(samples) >= max_rows:
+                    break
+        if first_id is None:
+            return None
+        return SpoolBatch(samples, first_id, last_id)
 
     def ack(self, batch: SpoolBatch) -> None:
-        """Forget the records of ``batch``: their rows are committed.
-
-        The cursor is replaced atomically before any segment is deleted, so a
-        crash at any point leaves either the old or the new cursor.
-        """
-        end = batch.end
-        index = next((i for i, s in enumerate(self._segments) if s.seq == end.segment), None)
-        if index is None or end <= self._cursor:
-            return  # acknowledged already, or dropped meanwhile (drop_oldest)
-        segment = self._segments[index]
-        if index == len(self._segments) - 1 and end.offset >= segment.size:
-            self._reset()
-            return
-        if end.offset >= segment.size:
-            following = self._segments[index + 1]
-            self._write_cursor(Position(following.seq, 0))
-            self._cursor, self._head_acked_rows = Position(following.seq, 0), 0
-            self._delete_head(index + 1)
-        else:
-            self._write_cursor(end)
-            self._cursor, self._head_acked_rows = end, batch.end_rows
-            self._delete_head(index)
+        """Forget the batches of ``batch``: their rows are committed. One transaction."""
+        db = self._opened()
+        span = (batch.first_id, batch.last_id)
+        try:
+            with db:
+                rows, size, count = db.execute(
+                    "SELECT COALESCE(SUM(rows), 0), COALESCE(SUM(length(payload)), 0), COUNT(*) "
+                    "FROM batches WHERE id BETWEEN ? AND ?", span).fetchone()
+                db.execute("DELETE FROM batches WHERE id BETWEEN ? AND ?", span)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.folder}: cannot acknowledge: {exc}") from exc
+        self._rows -= rows  # batches dropped meanwhile (drop_oldest) are no longer counted here
+        self._bytes -= size + count * BATCH_OVERHEAD
+        if self._rows <= 0:
+            self._rows = self._bytes = 0
+            self._make_reserve()
 
     def close(self) -> None:
-        """Close the segment being appended to and release the folder's lock."""
-        if self._tail is not None:
-            self._tail.close()
-            self._tail = None
+        """Close the database and release the folder's lock."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass  # every commit is already durable
+            self._db = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _tail_for(self, record_size: int):
-        """The open last segment, rotated when the record would overflow it."""
-        if self._tail is not None and self._segments[-1].size + record_size > self.segment_bytes:
-            self._tail.close()
-            self._tail = None
-        if self._tail is None:
-            self._take_lock()
-            seq = self._next_seq
-            self._next_seq += 1
-            path = _segment_path(self.folder, seq)
-            self._tail = open(path, "ab")  # noqa: SIM115 - stays open across appends
-            _fsync_dir(self.folder)  # the new name must survive a crash too
-            if not self._segments:
-                self._cursor, self._head_acked_rows = Position(seq, 0), 0
-                self._write_cursor(self._cursor)
-            self._segments.append(_Segment(seq, path, 0, 0))
-        return self._tail
+    # --- inside ---
 
-    def _undo_partial_append(self, segment: _Segment) -> None:
+    def _opened(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        return self._db
+
+    def _connect_checked(self) -> sqlite3.Connection:
+        """The database, set aside and rebuilt from its readable batches if SQLite finds it malformed."""
+        path = self.folder / DB_FILE
         try:
-            self._tail.truncate(segment.size)
+            db = _connect(path)
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0] if path.stat().st_size else "ok"
+            if verdict == "ok":
+                return db
+            db.close()
+            problem = verdict
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        return self._salvage(path, problem)
+
+    def _salvage(self, path: Path, problem: str) -> sqlite3.Connection:
+        """Copy every readable batch into a new file; move the damaged file aside."""
+        aside = self._aside_path("spool.db")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(aside) + suffix))
+        fresh = _connect(path)
+        kept = kept_rows = 0
+        try:
+            old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True, check_same_thread=False)
+            ids = _readable_ids(old)
+            for batch_id in ids:
+                try:
+                    row = old.execute("SELECT rows, first_tick, last_tick, devices, crc, payload FROM batches "
+                                      "WHERE id = ?", (batch_id,)).fetchone()
+                    meta = old.execute("SELECT key, value FROM meta").fetchall() if kept == 0 else []
+                except sqlite3.Error:
+                    continue
+                if row is None:
+                    continue
+                with fresh:
+                    fresh.execute("INSERT INTO batches (id, rows, first_tick, last_tick, devices, crc, payload) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?)", (batch_id, *row))
+                    fresh.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+                kept += 1
+                kept_rows += row[0]
+            old.close()
+        except sqlite3.Error:
+            pass  # nothing more is readable
+        size = sum(Path(str(aside) + s).stat().st_size for s in ("", "-wal") if Path(str(aside) + s).exists())
+        self.damage.append(Damage(aside.name, size))
+        log.error(
+            "spool %s: the database file is damaged (%s): kept the %d readable batches (%d rows), moved the file "
+            "(%d bytes) to %s; rows in its unreadable pages are lost",
+            self.folder, problem, kept, kept_rows, size, aside.name,
+        )
+        return fresh
+
+    def _totals(self) -> tuple[int, int]:
+        rows, size, count = self._db.execute(
+            "SELECT COALESCE(SUM(rows), 0), COALESCE(SUM(length(payload)), 0), COUNT(*) FROM batches").fetchone()
+        return rows, size + count * BATCH_OVERHEAD
+
+    def _claim_destination(self) -> None:
+        if self.destination is None:
+            return
+        found = self._db.execute("SELECT value FROM meta WHERE key = 'destination'").fetchone()
+        if found is not None and found[0] != self.destination and self._rows:
+            raise SpoolMismatch(
+                f"spool {self.folder} holds {self._rows} rows for {found[0]}, but this site now writes to "
+                f"{self.destination}: they are only replayed into their own database. Point database.url (and job_id) "
+                f"back to it until the spool is empty, or move the folder away to keep its rows aside")
+        if found is None or found[0] != self.destination:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('destination', ?)",
+                                 (self.destination,))
+
+    def _insert(self, db: sqlite3.Connection, row: tuple) -> None:
+        with db:
+            db.execute("INSERT INTO batches (rows, first_tick, last_tick, devices, crc, payload) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", row)
+
+    def _disk_short_by(self, cost: int) -> int:
+        """Bytes missing on the disk for ``cost`` more plus the margin SQLite needs (WAL, deletes)."""
+        try:
+            usage = shutil.disk_usage(self.folder)
         except OSError:
-            pass  # start-up recovery cuts a partial record anyway
-        self._tail.close()
-        self._tail = None
+            return 0  # cannot tell: the insert finds out
+        self._margin = min(DISK_MARGIN_BYTES, usage.total // 8)
+        return cost + self._margin - usage.free
+
+    def _append_on_full_disk(self, db: sqlite3.Connection, row: tuple, force: bool, exc: sqlite3.Error) -> int:
+        """The disk is full: the reserve, then the oldest batches (drop_oldest), make room; else SpoolFull.
+
+        The reserve goes first: finishing the WAL checkpoint needs a little room, and
+        after it the WAL is reused from its start instead of growing.
+        """
+        if not (force or self.when_full == "drop_oldest"):
+            raise SpoolFull(f"spool {self.folder}: the disk is full ({exc})") from exc
+        reserve = self.folder / RESERVE_FILE
+        if reserve.exists():
+            reserve.unlink()
+            log.warning("spool %s: the disk is full: released the space reserved for it", self.folder)
+        dropped = 0
+        while True:
+            try:
+                db.execute("PRAGMA wal_checkpoint(RESTART)")
+            except sqlite3.Error:
+                pass  # the database file could not grow for it: the insert may still fit
+            try:
+                self._insert(db, row)
+            except sqlite3.Error as again:
+                if not _disk_full(again):
+                    raise SpoolError(f"spool {self.folder}: cannot append: {again}") from again
+                problem = again
+            else:
+                if dropped:  # give the dropped batches' pages back to the disk, and keep a reserve again
+                    try:
+                        db.execute("PRAGMA incremental_vacuum")
+                        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    except sqlite3.Error:
+                        pass
+                    self._make_reserve()
+                return dropped
+            if force or self.when_full != "drop_oldest" or not self._rows:
+                raise SpoolFull(f"spool {self.folder}: the disk is full ({problem})") from problem
+            try:  # a quarter of the spool at once: the deletes themselves need room in the WAL
+                dropped += self._drop_oldest(max(len(row[5]) + BATCH_OVERHEAD, self._bytes // 4))
+            except SpoolError:
+                raise SpoolFull(f"spool {self.folder}: the disk is full, even to drop the oldest rows "
+                                f"({problem})") from problem
 
     def _drop_oldest(self, needed: int) -> int:
-        """Delete the oldest segments until ``needed`` bytes fit; return the rows lost."""
-        dropped = 0
-        while self._segments and self.size_bytes + needed > self.max_bytes:
-            head = self._segments[0]
-            dropped += head.rows - self._head_acked_rows
-            if len(self._segments) == 1:
-                self._reset()  # the segment being appended to goes too
-            else:
-                following = self._segments[1]
-                self._write_cursor(Position(following.seq, 0))
-                self._cursor, self._head_acked_rows = Position(following.seq, 0), 0
-                self._delete_head(1)
+        """Delete the oldest batches until ``needed`` bytes are freed; return the rows lost."""
+        db = self._opened()
+        freed = dropped = 0
+        try:
+            with db:
+                for batch_id, rows, size in db.execute(
+                        "SELECT id, rows, length(payload) FROM batches ORDER BY id").fetchall():
+                    if freed >= needed:
+                        break
+                    db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+                    freed += size + BATCH_OVERHEAD
+                    dropped += rows
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.folder}: cannot drop the oldest batches: {exc}") from exc
+        self._rows -= dropped
+        self._bytes -= freed
         return dropped
 
-    def _reset(self) -> None:
-        """Everything is acknowledged (or dropped): delete every segment."""
-        if self._tail is not None:
-            self._tail.close()
-            self._tail = None
-        self._cursor, self._head_acked_rows = Position(self._next_seq, 0), 0
-        if self.folder.is_dir():
-            self._write_cursor(self._cursor)
-        self._delete_head(len(self._segments))
-
-    def _delete_head(self, count: int) -> None:
-        for segment in self._segments[:count]:
-            segment.path.unlink(missing_ok=True)
-        del self._segments[:count]
-
-    def _write_cursor(self, position: Position) -> None:
-        temporary = self.folder / (CURSOR_FILE + ".tmp")
-        with open(temporary, "w", encoding="ascii") as file:
-            json.dump({"segment": position.segment, "offset": position.offset}, file)
+    def _set_aside(self, batch_id: int, rows: int, first: float, last: float, devices: str, payload: bytes) -> None:
+        """Write a damaged batch to its own file, then delete it from the spool."""
+        aside = self._aside_path(f"batch-{batch_id}.bin")
+        with open(aside, "xb") as file:
+            file.write(payload)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, self.folder / CURSOR_FILE)
-        _fsync_dir(self.folder)
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.folder}: cannot set a damaged batch aside: {exc}") from exc
+        self._rows -= rows
+        self._bytes -= len(payload) + BATCH_OVERHEAD
+        damage = Damage(aside.name, len(payload), rows, first, last, devices)
+        self.damage.append(damage)
+        log.error("spool %s: a batch failed its checksum and is lost: %s; the other batches are replayed",
+                  self.folder, damage.describe())
+
+    def _aside_path(self, name: str) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = self.folder / f"{DAMAGED_PREFIX}{stamp}-{name}"
+        counter = 1
+        while path.exists():
+            counter += 1
+            path = self.folder / f"{DAMAGED_PREFIX}{stamp}-{counter}-{name}"
+        return path
+
+    def _make_reserve(self) -> None:
+        """Keep a few MiB for the exit spill (best effort: a disk already full gets none)."""
+        path = self.folder / RESERVE_FILE
+        try:
+            size = min(RESERVE_BYTES, self.max_bytes // 16, shutil.disk_usage(self.folder).free // 8)
+            if path.exists() and path.stat().st_size >= size:
+                return
+            with open(path, "wb") as file:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(file.fileno(), 0, size)
+                else:
+                    file.write(bytes(size))
+        except OSError:
+            path.unlink(missing_ok=True)
 
     def _take_lock(self) -> None:
         if self._lock_fd is not None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SpoolError(f"spool {self.folder}: cannot create: {exc.strerror}") from exc
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
                 os.close(fd)
-                raise SpoolError(f"spool {self.folder} is in use by another susee process") from exc
+                raise SpoolLocked(f"spool {self.folder} is in use by another susee process (pid {holder})") from exc
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
 
-def folder_problem(folder: Path) -> str | None:
-    """Why a spool could not be written in ``folder`` (None if it can), without creating it.
+async def open_spool(spool: Spool) -> None:
+    """Open ``spool`` before sampling starts; a folder held by another process, or holding
+    rows for another database, is a ConfigError (exit 2) naming it."""
+    try:
+        await asyncio.to_thread(spool.open)
+    except SpoolError as exc:
+        raise ConfigError(str(exc)) from None
 
-    The folder is created only when needed, during an outage: too late to
-    find out it cannot be.
+
+def check_not_in_use(folder: Path) -> None:
+    """ConfigError if another process holds the spool in ``folder`` (a quick look, taking nothing).
+
+    ``open`` takes the lock for real; this lets a second process stop with one
+    line before it connects to anything.
     """
+    path = Path(folder) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        raise ConfigError(f"spool {folder} is in use by another susee process (pid {holder})") from None
+    finally:
+        os.close(fd)  # releases the shared lock too
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why a spool could not be written in ``folder`` (None if it can), without creating it."""
     probe = Path(folder).absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -359,40 +557,38 @@ def folder_problem(folder: Path) -> str | None:
 
 
 def inspect(folder: Path) -> SpoolStats:
-    """Size, pending rows and oldest tick of the spool in ``folder``, changing nothing.
+    """Size, pending rows, oldest tick, destination and damage of the spool in ``folder``, changing nothing.
 
-    Record headers are read, payloads skipped (only the oldest is decoded),
-    so this is quick even for a large spool; damage is reported, not repaired.
+    Safe while the service runs (WAL: readers do not block the writer).
+    Every batch's checksum is verified, so damage shows before a replay meets it.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        return SpoolStats(folder, 0, 0, None)
-    cursor = _read_cursor(folder)
-    size = rows = 0
-    oldest: float | None = None
-    damage: str | None = None
-    for seq in _segment_numbers(folder):
-        if cursor is not None and seq < cursor.segment:
-            continue
-        path = _segment_path(folder, seq)
-        at = cursor.offset if cursor is not None and seq == cursor.segment else None
-        scan = _scan(path, at, verify=False)
-        size += scan.file_size
-        rows += scan.rows - scan.acked_rows
-        if scan.damage is not None and damage is None:
-            damage = f"{path.name}: {scan.damage} at offset {scan.good_size}"
-        if oldest is None and scan.rows > scan.acked_rows:
-            with open(path, "rb") as file:
-                file.seek(scan.acked_size)
-                _, payload = _read_record(file, path, scan.acked_size)
-            oldest = min(sample.tick_s for sample in decode_payload(payload))
-    return SpoolStats(folder, size, rows, oldest, damage)
-
-
-def encode_record(samples: Sequence[Sample]) -> bytes:
-    """One record: header plus the compressed batch."""
-    payload = encode_payload(samples)
-    return _header(len(payload), len(samples), payload) + payload
+    aside = [p for p in sorted(folder.glob(f"{DAMAGED_PREFIX}*")) if p.is_file()] if folder.is_dir() else []
+    problems = [f"{p.name} ({p.stat().st_size} bytes, set aside)" for p in aside]
+    path = folder / DB_FILE
+    if not path.is_file() or path.stat().st_size == 0:
+        return SpoolStats(folder, 0, 0, None, "; ".join(problems) or None)
+    rows = size = 0
+    oldest = destination = None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            found = db.execute("SELECT value FROM meta WHERE key = 'destination'").fetchone()
+            destination = found[0] if found else None
+            for batch_id, count, first, last, devices, crc, payload in db.execute(
+                    "SELECT id, rows, first_tick, last_tick, devices, crc, payload FROM batches ORDER BY id"):
+                if _decode_checked(payload, count, crc, decode=False) is None:
+                    problems.append(Damage(f"batch {batch_id}", len(payload), count, first, last, devices).describe()
+                                    + " fails its checksum")
+                    continue
+                rows += count
+                size += len(payload) + BATCH_OVERHEAD
+                oldest = first if oldest is None else min(oldest, first)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        problems.append(f"{DB_FILE} unreadable: {exc}")
+    return SpoolStats(folder, size, rows, oldest, "; ".join(problems) or None, destination)
 
 
 def encode_payload(samples: Sequence[Sample]) -> bytes:
@@ -412,7 +608,7 @@ def encode_payload(samples: Sequence[Sample]) -> bytes:
 
 
 def decode_payload(payload: bytes) -> list[Sample]:
-    """The samples of one record, exactly as they were appended."""
+    """The samples of one batch, exactly as they were appended."""
     raw = zlib.decompress(payload)
     (names_length,) = NAMES_LENGTH.unpack_from(raw)
     start = NAMES_LENGTH.size + names_length
@@ -424,136 +620,64 @@ def decode_payload(payload: bytes) -> list[Sample]:
     ]
 
 
-def _header(length: int, rows: int, payload: bytes) -> bytes:
-    return HEADER.pack(MAGIC, length, rows, _crc(length, rows, payload))
+def _batch_row(samples: Sequence[Sample], payload: bytes) -> tuple:
+    """(rows, first_tick, last_tick, devices, crc, payload): what a damaged payload still tells."""
+    ticks = [sample.tick_s for sample in samples]
+    devices = ",".join(dict.fromkeys(sample.device_id for sample in samples))
+    return (len(samples), min(ticks), max(ticks), devices, _crc(len(samples), payload), payload)
 
 
-def _crc(length: int, rows: int, payload: bytes) -> int:
-    """CRC32 over the length and row count too: a damaged header must not pass."""
-    return zlib.crc32(payload, zlib.crc32(struct.pack("<II", length, rows)))
+def _crc(rows: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<I", rows)))
 
 
-def _read_record(file, path: Path, offset: int) -> tuple[int, bytes]:
-    """(rows, payload) of the record at ``offset``; SpoolError if it is damaged."""
-    header = file.read(HEADER.size)
-    problem = _header_problem(header)
-    if problem is None:
-        _, length, rows, crc = HEADER.unpack(header)
-        payload = file.read(length)
-        if len(payload) < length:
-            problem = "truncated record"
-        elif _crc(length, rows, payload) != crc:
-            problem = "bad checksum"
-        else:
-            return rows, payload
-    raise SpoolError(f"spool {path}: {problem} at offset {offset}")
-
-
-def _header_problem(header: bytes) -> str | None:
-    if len(header) < HEADER.size:
-        return "truncated record header"
-    magic, length, _, _ = HEADER.unpack(header)
-    if magic != MAGIC:
-        return "no record marker"
-    if length > MAX_RECORD_BYTES:
-        return "impossible record length"
-    return None
-
-
-def _scan(path: Path, cursor_offset: int | None, *, verify: bool) -> _Scan:
-    """Walk the records of one segment up to the first damaged one.
-
-    ``verify`` checks the CRC of every record after the cursor (start-up);
-    without it only headers and lengths are checked (``inspect``).
-    """
-    good = rows = acked_rows = acked_size = 0
-    damage = None
-    file_size = path.stat().st_size
-    with open(path, "rb") as file:
-        while good < file_size:
-            header = file.read(HEADER.size)
-            damage = _header_problem(header)
-            if damage is not None:
-                break
-            _, length, count, crc = HEADER.unpack(header)
-            end = good + HEADER.size + length
-            if end > file_size:
-                damage = "truncated record"
-                break
-            acked = cursor_offset is not None and end <= cursor_offset
-            if verify and not acked:
-                payload = file.read(length)
-                if _crc(length, count, payload) != crc:
-                    damage = "bad checksum"
-                    break
-            else:
-                file.seek(end)
-            if acked:
-                acked_rows += count
-                acked_size = end
-            rows += count
-            good = end
-    return _Scan(good, rows, acked_rows, acked_size, file_size, damage)
-
-
-def _set_aside(path: Path, scan: _Scan, folder: Path) -> None:
-    """Move the damaged tail of a segment into its own file, keep the good part."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    counter = 1
-    while aside.exists():
-        counter += 1
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
-    with open(path, "r+b") as source, open(aside, "xb") as target:
-        source.seek(scan.good_size)
-        while chunk := source.read(1 << 20):
-            target.write(chunk)
-        target.flush()
-        os.fsync(target.fileno())
-        source.truncate(scan.good_size)
-        source.flush()
-        os.fsync(source.fileno())
-    _fsync_dir(folder)
-    log.warning(
-        "spool %s: %s at offset %d: moved the %d bytes from there to %s, kept the %d rows before it",
-        path, scan.damage, scan.good_size, scan.file_size - scan.good_size, aside.name, scan.rows,
-    )
-
-
-def _read_cursor(folder: Path) -> Position | None:
-    try:
-        data = json.loads((folder / CURSOR_FILE).read_text(encoding="ascii"))
-        return Position(int(data["segment"]), int(data["offset"]))
-    except FileNotFoundError:
+def _decode_checked(payload: object, rows: int, crc: int, *, decode: bool = True) -> list[Sample] | None:
+    """The batch's samples (or [] without ``decode``), None if it is damaged."""
+    if not isinstance(payload, bytes) or _crc(rows, payload) != crc:
         return None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        # The cursor is replaced atomically, so this is outside damage: replaying
-        # everything is safe (the unique key absorbs it), skipping is not.
-        log.warning("spool %s: unreadable cursor file, replaying every segment from the start", folder)
+    if not decode:
+        return []
+    try:
+        samples = decode_payload(payload)
+    except (zlib.error, ValueError, struct.error, IndexError, KeyError, TypeError):
         return None
+    return samples if len(samples) == rows else None
 
 
-def _segment_numbers(folder: Path) -> list[int]:
-    numbers = []
-    for path in folder.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}"):
-        digits = path.name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)]
-        if digits.isdigit():
-            numbers.append(int(digits))
-    return sorted(numbers)
+def _connect(path: Path) -> sqlite3.Connection:
+    # check_same_thread off: the writer opens at start-up and then uses one worker thread, never two at once.
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    db.isolation_level = "DEFERRED"  # ``with db`` commits or rolls back one transaction
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file only: dropped batches can give their pages back
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")  # every commit fsync'ed: an acknowledged append survives power loss
+    db.execute("PRAGMA journal_size_limit=8388608")  # the WAL shrinks back after a burst
+    db.execute("PRAGMA wal_autocheckpoint=64")  # 256 KiB: less than the reserve, so a full disk can finish it
+    db.executescript(SCHEMA)
+    return db
 
 
-def _segment_path(folder: Path, seq: int) -> Path:
-    return folder / f"{SEGMENT_PREFIX}{seq:06d}{SEGMENT_SUFFIX}"
-
-
-def _fsync_dir(folder: Path) -> None:
+def _readable_ids(db: sqlite3.Connection) -> list[int]:
+    """Batch ids of a damaged file: from the table if it scans, else every id up to the largest known."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not supported here (Windows): the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
+        return [row[0] for row in db.execute("SELECT id FROM batches ORDER BY id")]
+    except sqlite3.Error:
         pass
-    finally:
-        os.close(fd)
+    try:
+        top = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'batches'").fetchone()
+    except sqlite3.Error:
+        return []
+    return list(range(1, (top[0] if top else 0) + 1))
+
+
+def _disk_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "full" in str(exc)
+
+
+def _utc(tick_s: float | None) -> str:
+    if tick_s is None:
+        return "?"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(tick_s))

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from susee.replay import Replay
 from susee.sample import Sample
-from susee.sinks import ParamRow, Sink, SinkError
+from susee.sinks import ParamRow, PermanentSinkError, Sink, SinkError
 from susee.spool import Spool, SpoolError, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,10 @@ T = TypeVar("T")
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0  # a database back from a restart is noticed within this
 RETRY_JITTER = 0.2  # +-20 %: many sites restarted together do not probe in step
-SPOOL_RETRY_S = 5.0  # a spool that failed (disk error) is tried again after this
+# A spool that could not take a batch (full disk, disk error) is tried again after
+# this: acquisition resumes within one period (sample_time >= 1 s) of space returning.
+SPOOL_RETRY_S = 1.0
+REFUSED_LOG_EVERY_S = 60.0  # a database error retrying cannot fix is logged this often at most
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class StoreStats:
     spool_rows: int  # waiting in the spool for the database
     spool_bytes: int
     writes: int  # database writes that committed (live and replay batches)
+    permanent_errors: int  # writes refused for a reason retrying cannot fix (privilege, column)
     last_write_s: float | None  # how long the last committed write took
 
 
@@ -85,6 +89,8 @@ class Store:
         self._rows_spooled = 0
         self._rows_dropped = 0
         self._ticks_not_acquired = 0
+        self._permanent_errors = 0  # writes refused for a reason retrying cannot fix
+        self._refused_logged: float | None = None
         self._writes = 0
         self._last_write_s: float | None = None
         self._spill: list[list[Sample]] = []  # device-ticks that found the writer's queue full
@@ -129,6 +135,7 @@ class Store:
             spool_rows=self.spool.pending_rows,
             spool_bytes=self.spool.size_bytes,
             writes=self._writes,
+            permanent_errors=self._permanent_errors,
             last_write_s=self._last_write_s,
         )
 
@@ -222,12 +229,12 @@ class Store:
 
     # --- the database ---
 
-    async def _write(self, rows: Sequence[Sample]) -> None:
+    async def _write(self, rows: Sequence[Sample], **last: Sequence[Sample]) -> None:
         if not self._ready:
             await self._prepare()
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.sink.write(rows), self.write_timeout_s)
+            await asyncio.wait_for(self.sink.write(rows, **last), self.write_timeout_s)
         except asyncio.TimeoutError as exc:
             # Cancelled mid-commit, the batch may be stored AND spooled: the unique key absorbs that.
             raise SinkError(f"{self.sink.target}: no answer to a write within {self.write_timeout_s:g} s") from exc
@@ -321,7 +328,8 @@ class Store:
             return False
         except (SpoolError, OSError) as exc:
             self._outage_rows = max(0, self._outage_rows - len(rows))
-            log.error("spool %s: cannot store %d rows: %s", self.spool.folder, len(rows), exc)
+            if self._paused_since is None:  # once, not on every retry
+                log.error("spool %s: cannot store %d rows: %s", self.spool.folder, len(rows), exc)
             self._pause("the spool cannot be written")
             return False
         self._rows_spooled += len(rows)
@@ -356,6 +364,8 @@ class Store:
 
     def _went_offline(self, exc: SinkError) -> None:
         self._ready = False
+        if isinstance(exc, PermanentSinkError):
+            self._refused(exc)
         if not self._online:
             return
         self._online = False
@@ -367,6 +377,23 @@ class Store:
             self.sink.target, exc, self.spool.folder,
         )
         self._notify()
+
+    def _refused(self, exc: SinkError) -> None:
+        """An error retrying cannot fix: counted, and an ERROR at most once a minute.
+
+        The rows are spooled meanwhile, and the database is retried with the
+        outage backoff (up to RETRY_MAX_S), so it is not hammered.
+        """
+        self._permanent_errors += 1
+        now = time.monotonic()
+        if self._refused_logged is not None and now - self._refused_logged < REFUSED_LOG_EVERY_S:
+            return
+        self._refused_logged = now
+        log.error(
+            "database %s refuses the rows, and retrying cannot fix it: %s; rows go to the spool %s until someone "
+            "fixes it (privilege, column); %d such error(s) so far",
+            self.sink.target, exc, self.spool.folder, self._permanent_errors,
+        )
 
     def _back_online(self) -> None:
         lasted_s = time.monotonic() - (self._outage_started or time.monotonic())

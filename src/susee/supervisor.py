@@ -24,7 +24,7 @@ from susee.runtime import freeze_after_first_tick, quiet_collector
 from susee.shown import SHOWN, first_few
 from susee.simulator import embedded_simulator
 from susee.sinks import Sink
-from susee.spool import Spool
+from susee.spool import Spool, open_spool
 from susee.status import Status
 from susee.ticks import Clock, TickGrid, WallClock
 from susee.links.pool import LinkPool
@@ -58,7 +58,10 @@ class Supervisor:
         spool = settings.spool
         self.sink = sink
         self.store = Store(
-            sink, Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full), param_rows(plans),
+            sink,
+            Spool(spool.path or DEFAULT_SPOOL, spool.max_bytes, spool.when_full,
+                  destination=settings.database_target().identity(settings.job_id)),  # [spool branch]
+            param_rows(plans),
             write_timeout_s=settings.database.write_timeout,
         )
         self.writer = Writer(self.store, settings.writer, devices=len(plans))
@@ -79,6 +82,7 @@ class Supervisor:
             if self.handle_signals:
                 self._install_signal_handlers()
                 stack.callback(self._remove_signal_handlers)
+            await open_spool(self.store.spool)  # [spool branch, issue 15] locked before sampling
             self.startup()
             with quiet_collector(len(self.plans)):
                 try:

@@ -8,10 +8,13 @@ however long the service runs, and every device shares the same grid.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Protocol
 
 MICROS = 1_000_000
+
+log = logging.getLogger(__name__)
 
 
 class TickGrid:
@@ -88,3 +91,53 @@ class WallClock:
         for waiter in self._sleepers.pop(t_s, ()):
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class StepWatch:
+    """Notices wall-clock steps larger than a period; logs each once for the whole site.
+
+    Every poller of a site shares one: all of them see the same step at the
+    same tick, and the log names it once (not once per device).
+
+    - Forward (an NTP step, a paused VM or process): a tick is read more than
+      a period late. Its rows get Code LATE, the ticks in between are skipped.
+    - Backward: the next tick not yet read lies more than a period ahead.
+      Sampling waits for it, because reading earlier ticks would write their
+      Dates a second time; the wait is logged, not silent.
+    """
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._told: set[tuple[str, float]] = set()
+
+    def woke(self, tick_s: float, now_s: float) -> None:
+        """Called when a tick's poll starts at ``now_s``."""
+        late_s = now_s - tick_s
+        if late_s > self.period_s and self._first(("forward", tick_s)):
+            log.warning(
+                "wall clock jumped forward (or the process was paused) by about %.1f s: the tick of %s UTC is read "
+                "%.1f s late, its rows are flagged late (Code 128); the %d tick(s) in the gap are not acquired",
+                late_s, _utc(tick_s), late_s, int(late_s // self.period_s),
+            )
+
+    def waits(self, tick_s: float, now_s: float) -> None:
+        """Called before sleeping until the next tick not read yet."""
+        ahead_s = tick_s - now_s
+        if ahead_s > self.period_s and self._first(("backward", tick_s)):
+            log.warning(
+                "wall clock stepped back by about %.1f s: the next tick not yet stored is %s UTC, so sampling pauses "
+                "until then (reading earlier ticks would write their Dates twice); about %d tick(s) of wall time "
+                "are not acquired", ahead_s - self.period_s, _utc(tick_s), int(ahead_s // self.period_s),
+            )
+
+    def _first(self, key: tuple[str, float]) -> bool:
+        if key in self._told:
+            return False
+        if len(self._told) > 64:
+            self._told.clear()
+        self._told.add(key)
+        return True
+
+
+def _utc(t_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t_s))

@@ -141,7 +141,8 @@ class OrphanReplay:
     def __init__(self, settings: Settings, folders: Sequence[Path]) -> None:
         self.stores = [
             Store(create_sink(settings.database_target(), settings.job_id),
-                  Spool(folder, settings.spool.max_bytes, settings.spool.when_full),
+                  Spool(folder, settings.spool.max_bytes, settings.spool.when_full,
+                        destination=settings.database_target().identity(settings.job_id)),  # [spool branch]
                   write_timeout_s=settings.database.write_timeout)
             for folder in folders
         ]

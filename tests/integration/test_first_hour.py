@@ -190,7 +190,8 @@ async def test_last_and_check_never_create_a_database_file(tmp_path):
     assert "the SQLite file does not exist" in last.stdout and "susee migrate" in last.stdout
     assert "no such table" not in last.output
     assert "database: the SQLite file does not exist yet" in check.stdout
-    assert f"spool {tmp_path / 'spool'}: empty" in check.stdout  # a path, not "spool spool: empty"
+    # a path, not "spool spool: empty"; the default folder is per site: spool/<config name>-<job>
+    assert f"spool {tmp_path / 'spool' / (site.stem + '-000')}: empty" in check.stdout
 
 
 # --- item 12: a database without susee tables ---

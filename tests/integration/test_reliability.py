@@ -305,7 +305,7 @@ async def test_20_s_outage_loses_nothing_and_duplicates_nothing(
 async def test_batch_replayed_twice_after_a_crash_before_its_ack_adds_no_row_and_last_stays_newest(
     tmp_path, mariadb_target, job_id, fetch
 ):
-    folder = tmp_path / "spool"
+    folder = tmp_path / "spool" / f"site-{job_id}"  # the default folder of site.yaml
     old_tick, new_tick = 1613644200.0, 1613644200.0 + 3600
     old = [Sample("d01", p, old_tick + k, 100.0 + k, 1.0, 0) for k in range(10) for p in PARAMS]
     new = [Sample("d01", p, new_tick, 999.0, 1.0, 0) for p in PARAMS]
@@ -439,7 +439,7 @@ async def test_kill_9_during_an_outage_then_restart_stores_the_spooled_rows_exac
 ):
     site = write_site(tmp_path, job_id, mariadb_target.database, proxy.port, simulator.port)
     service = service_factory(tmp_path, site)
-    folder = tmp_path / "spool"  # the default: beside the config file
+    folder = tmp_path / "spool" / f"site-{job_id}"  # the default: per site, beside the config file
 
     process = await service.start()
     await until(lambda: raw_count(fetch, job_id), "first rows in the database", process=process)
@@ -480,7 +480,7 @@ async def test_kill_9_during_a_replay_then_restart_stores_every_row_exactly_once
     tmp_path, simulator, mariadb_target, job_id, fetch, service_factory
 ):
     # A spool left by a long outage: 40 devices x 8 params x 1500 ticks = 480 000 rows.
-    folder = tmp_path / "spool"
+    folder = tmp_path / "spool" / f"site-{job_id}"  # the default folder of site.yaml
     spool = Spool(folder)
     spool.open()
     start_s = 1613644200.0
@@ -533,7 +533,7 @@ async def test_sigterm_with_a_full_queue_and_a_hung_database_exits_0_and_keeps_e
     site = write_site(tmp_path, job_id, mariadb_target.database, proxy.port, simulator.port,
                       writer={"queue_size": 2}, shutdown_timeout=2.0)
     service = service_factory(tmp_path, site)
-    folder = tmp_path / "spool"
+    folder = tmp_path / "spool" / f"site-{job_id}"  # the default folder of site.yaml
 
     process = await service.start()
     await until(lambda: raw_count(fetch, job_id), "first rows in the database", process=process)
@@ -654,7 +654,7 @@ async def test_second_signal_during_a_slow_shutdown_spills_at_once_and_exits_0(
     site = write_site(tmp_path, job_id, mariadb_target.database, proxy.port, simulator.port,
                       writer={"queue_size": 2}, shutdown_timeout=60.0)
     service = service_factory(tmp_path, site)
-    folder = tmp_path / "spool"
+    folder = tmp_path / "spool" / f"site-{job_id}"  # the default folder of site.yaml
     process = await service.start()
     await until(lambda: raw_count(fetch, job_id), "first rows in the database", process=process)
     proxy.stall()
@@ -677,7 +677,7 @@ async def test_second_signal_during_a_slow_shutdown_spills_at_once_and_exits_0(
 
 
 async def test_check_shows_the_spool_size_rows_and_oldest_tick(tmp_path, simulator, mariadb_target, job_id):
-    folder = tmp_path / "spool"
+    folder = tmp_path / "spool" / f"site-{job_id}"  # the default folder of site.yaml
     spool = Spool(folder)
     spool.open()
     spool.append([Sample("d01", p, 1613644200.0 + k, 1.0, 1.0, 0) for k in range(3) for p in PARAMS])

@@ -20,9 +20,12 @@ FAILING_TICKS = 4  # enough ticks that a per-tick line would show as several
 
 async def ticks_pass(supervisor: Supervisor, device_id: str, count: int) -> None:
     """Wait until the device's poller has polled ``count`` more ticks (and one period has flushed its lines)."""
+    deadline = time.monotonic() + WAIT_S
+    while not supervisor.pollers:  # the supervisor opens its spool before it starts polling
+        assert time.monotonic() < deadline, "the supervisor did not start polling"
+        await asyncio.sleep(0.05)
     poller = next(p for p in supervisor.pollers if p.plan.id == device_id)
     wanted = poller.stats.ticks + count
-    deadline = time.monotonic() + WAIT_S
     while poller.stats.ticks < wanted:
         assert time.monotonic() < deadline, f"{device_id}: {count} ticks not polled within {WAIT_S} s"
         await asyncio.sleep(0.05)

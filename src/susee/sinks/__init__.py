@@ -51,6 +51,40 @@ class SinkError(Exception):
     """
 
 
+class PermanentSinkError(SinkError):
+    """The database refuses the rows for a reason retrying cannot fix: a missing
+    privilege, table or column, a value too long. Not an outage: someone must act."""
+
+
+# What the writer needs of each table (role -> columns); the job's names come from migrations.table_names.
+REQUIRED_COLUMNS = {
+    "Raw": ("idDevice", "Date", "idParam", "Value", "Delay", "Code"),
+    "Last": ("idDevice", "Date", "idParam", "Value", "Delay", "Code"),
+    "Params": ("idParam", "descrITA", "descrENG", "um", "Acronimo"),
+}
+# The rows a write probe inserts, in a transaction that is rolled back.
+PROBE_ROW: Row = ("susee-probe", "1970-01-02 00:00:00.000000", "probe", 0.0, 0.0, 0)
+PROBE_PARAM = ("probe", "probe", "probe", "", "probe")
+
+
+def column_problems(job_id: str, found: dict[str, set[str]]) -> list[str]:
+    """Tables or columns the writer needs that ``found`` (table -> its columns) lacks.
+
+    No table at all is a database not migrated yet (the service creates them), not a problem.
+    """
+    if not found:
+        return []
+    problems = []
+    for role, columns in REQUIRED_COLUMNS.items():
+        table = f"see{job_id}{role}"
+        if table not in found:
+            problems.append(f"table {table} is missing")
+            continue
+        have = {name.lower() for name in found[table]}
+        problems += [f"column {table}.{column} is missing" for column in columns if column.lower() not in have]
+    return problems
+
+
 class Sink(Protocol):
     """A database the writer stores batches in."""
 
@@ -64,8 +98,11 @@ class Sink(Protocol):
         """Apply pending migrations; return one human-readable line per change."""
         ...
 
-    async def write(self, samples: Sequence[Sample]) -> None:
-        """Store a batch in one transaction (Raw insert + Last upsert), or raise SinkError."""
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
+        """Store a batch in one transaction (Raw insert + Last upsert), or raise SinkError.
+
+        ``last`` replaces ``samples`` as the source of Last's rows ([] for none).
+        """
         ...
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
@@ -90,6 +127,11 @@ class Sink(Protocol):
 
     async def ping(self) -> None:
         """Raise SinkError unless the database answers."""
+        ...
+
+    async def verify(self) -> list[str]:
+        """What stops the writer from storing rows: missing tables or columns, privileges
+        (a write probe in a transaction rolled back). [] if nothing; SinkError if unreachable."""
         ...
 
     async def close(self) -> None: ...
@@ -162,6 +204,16 @@ def as_double(value: object) -> float | None:
         return float(value)
     except OverflowError:  # an int beyond 1.8e308
         return None
+
+def newest_samples(samples: Iterable[Sample]) -> list[Sample]:
+    """The newest sample of each (device, param): all that Last needs of ``samples``."""
+    newest: dict[tuple[str, str], Sample] = {}
+    for sample in samples:
+        key = (sample.device_id, sample.param_id)
+        held = newest.get(key)
+        if held is None or sample.tick_s >= held.tick_s:
+            newest[key] = sample
+    return list(newest.values())
 
 
 def chunks(rows: Sequence, size: int = ROWS_PER_STATEMENT) -> Iterable[Sequence]:

@@ -24,9 +24,19 @@ import aiomysql
 import pymysql
 
 from susee.config import DATABASE_NAME_PATTERN
-from susee.migrations import MigrationError, assemble, run_migrations, table_names
+from susee.migrations import MigrationError, assemble, migrations_pending, run_migrations, table_names
 from susee.rollup import Tables, bucket_of_tick, bucket_text, mark_sql
-from susee.sinks import ParamRow, SinkError, chunks, param_values, recent_queries
+from susee.sinks import (
+    PROBE_PARAM,
+    PROBE_ROW,
+    ParamRow,
+    PermanentSinkError,
+    SinkError,
+    chunks,
+    column_problems,
+    param_values,
+    recent_queries,
+)
 from susee.sinks.prepared import COLUMNS, Newest, PreparedInsert, RowEncoder, chunk_samples, newest_rows
 
 if TYPE_CHECKING:
@@ -51,6 +61,10 @@ ACCESS_DENIED = frozenset({1044, 1045, 1142, 1227})
 # timeout) or its prepared statements are (1243, unknown statement handler).
 SESSION_GONE = frozenset({1053, 1243, 1927, 4031})
 FIRST_CLIENT_ERROR = 2000  # CR_* codes: lost connection, cannot connect, ...
+# Errors retrying cannot fix: access denied (database, user, table, column), unknown
+# column or table, a value that does not fit. read_only (1290, 1836) is not among
+# them: it is how a server says "not now" during a failover.
+PERMANENT = ACCESS_DENIED | frozenset({1143, 1054, 1146, 1406, 1264, 1366, 1364, 1048})
 
 FAILURES = (pymysql.err.Error, OSError, asyncio.TimeoutError, MigrationError)
 
@@ -106,12 +120,16 @@ class MariaDBSink:
         # No timeout: upgrading a large seed-era table rebuilds it, which takes a while.
         return await self._run("migrate", self._migrate, None)
 
-    async def write(self, samples: Sequence[Sample]) -> None:
-        """Store ``samples`` in one transaction or raise SinkError (after rollback)."""
-        if not samples:
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
+        """Store ``samples`` in one transaction or raise SinkError (after rollback).
+
+        ``last``: the samples whose newest go to Last instead of ``samples``' own
+        (the replay splits a large batch into short transactions; [] for none).
+        """
+        if not samples and not last:
             return
         # No timeout here: the caller owns it (the store's database.write_timeout).
-        await self._run("write", lambda conn: self._write_rows(conn, samples), None)
+        await self._run("write", lambda conn: self._write_rows(conn, samples, last), None)
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
         """Insert or update descriptions by idParam."""
@@ -146,6 +164,17 @@ class MariaDBSink:
         """Raise SinkError unless the server answers within the connect timeout."""
         await self._run("ping", lambda conn: conn.ping(reconnect=False), self.target.connect_timeout)
 
+    async def verify(self, *, create_database: bool = False) -> list[str]:
+        """Missing tables or columns, and what a write probe (rolled back) is refused.
+
+        ``create_database``: a missing database is created now (what the first
+        migration would do), so that a user who may not create it hears it at once.
+        """
+        async def verify(conn: aiomysql.Connection) -> list[str]:
+            return await self._verify(conn, create_database)
+
+        return await self._run("verify", verify, self.query_timeout_s)
+
     async def close(self) -> None:
         async with self._lock:
             conn, self._conn = self._conn, None
@@ -158,12 +187,18 @@ class MariaDBSink:
             finally:
                 conn.close()
 
-    async def _write_rows(self, conn: aiomysql.Connection, samples: Sequence[Sample]) -> None:
+    async def _write_rows(self, conn: aiomysql.Connection, samples: Sequence[Sample],
+                          last: Sequence[Sample] | None = None) -> None:
         newest: Newest = {}
         for chunk in chunk_samples(samples):
             await self._raw.insert(conn, self._encoder.encode(chunk, newest))
-        await self._last.insert(conn, newest_rows(newest))
-        if self._dirty is not None:
+        if last is not None:  # Last from other samples: encoding them only fills ``newest``
+            newest = {}
+            for chunk in chunk_samples(last):
+                self._encoder.encode(chunk, newest)
+        if newest:
+            await self._last.insert(conn, newest_rows(newest))
+        if self._dirty is not None and samples:
             await self._mark_buckets(conn, samples)
         await conn.commit()
 
@@ -177,6 +212,42 @@ class MariaDBSink:
     async def session(self, action: str, work: Callable[[_MariaDBSchema], Awaitable[T]]) -> T:
         """Run ``work`` on this sink's connection (rollups, retention, partitions); failures become SinkError."""
         return await self._run(action, lambda conn: work(_MariaDBSchema(conn)), None)
+
+    async def _verify(self, conn: aiomysql.Connection, create_database: bool) -> list[str]:
+        raw, last, params, versions = table_names(self.job_id)
+        async with conn.cursor() as cursor:
+            await cursor.execute("SELECT DATABASE()")
+            if (await cursor.fetchone())[0] is None:
+                if not create_database:
+                    return []  # not created yet: the first run creates it
+                try:
+                    await self._ensure_database(conn)
+                except MigrationError as exc:
+                    return [str(exc)]
+            if await migrations_pending(_MariaDBSchema(conn), "mariadb", self.job_id):
+                return []  # the writer migrates first; `susee migrate` checks after migrating
+            await cursor.execute(
+                "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS"
+                " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN (%s, %s, %s)", (raw, last, params))
+            found: dict[str, set[str]] = {}
+            for table, column in await cursor.fetchall():
+                found.setdefault(table, set()).add(column)
+        problems = column_problems(self.job_id, found)
+        if problems or not found:
+            return problems
+        probes = [(self._raw, PROBE_ROW), (self._last, PROBE_ROW)]
+        try:
+            async with conn.cursor() as cursor:
+                for insert, row in probes:  # the statements the writer runs, one row each
+                    await cursor.execute(insert.head + "(%s, %s, %s, %s, %s, %s)" + insert.tail, _probe_values(row))
+                await cursor.execute(_multi_row(self._params_head, PARAM_ROW, 1, self._params_tail), PROBE_PARAM)
+        except pymysql.err.Error as exc:
+            if not _permanent(exc):
+                raise
+            return [f"cannot write: {_describe(exc)}"]
+        finally:
+            await conn.rollback()
+        return []
 
     async def _upsert_params(self, conn: aiomysql.Connection, values: list[tuple]) -> None:
         async with conn.cursor() as cursor:
@@ -236,7 +307,7 @@ class MariaDBSink:
                 await self._abandon(conn, exc)
                 message = self._scrub(f"{self.target}: {action} failed: {_describe(exc)}")
                 logger.warning("%s", message)
-                raise SinkError(message) from exc
+                raise (PermanentSinkError if _permanent(exc) else SinkError)(message) from exc
             except BaseException:
                 # Cancelled mid-statement (the protocol state is unknown), or a row that
                 # cannot be written after earlier statements of the batch went in: a new
@@ -253,7 +324,7 @@ class MariaDBSink:
         except FAILURES as exc:
             message = self._scrub(f"{self.target}: cannot connect: {_describe(exc)}")
             logger.warning("%s", message)
-            raise SinkError(message) from exc
+            raise (PermanentSinkError if _permanent(exc) else SinkError)(message) from exc
         logger.info("%s: connected", self.target)
         return self._conn
 
@@ -365,6 +436,18 @@ def _multi_row(head: str, row: str, count: int, tail: str) -> str:
 
 def _flat(rows: Sequence[Sequence[object]]) -> list[object]:
     return [value for row in rows for value in row]
+
+
+def _probe_values(row: tuple) -> tuple:
+    """PROBE_ROW (in the sinks' Row order) in the order of the prepared COLUMNS."""
+    device, date, param, value, delay, code = row
+    return (device, param, date, delay, code, value)
+
+
+def _permanent(exc: BaseException) -> bool:
+    """An error retrying cannot fix (see PERMANENT); also behind a MigrationError."""
+    cause = exc.__cause__ if isinstance(exc, MigrationError) and exc.__cause__ is not None else exc
+    return isinstance(cause, pymysql.err.Error) and bool(cause.args) and cause.args[0] in PERMANENT
 
 
 def _session_gone(exc: BaseException) -> bool:

@@ -14,9 +14,20 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
-from susee.migrations import MigrationError, assemble, run_migrations, table_names
+from susee.migrations import MigrationError, assemble, migrations_pending, run_migrations, table_names
 from susee.rollup import Tables, bucket_of_tick, bucket_text, mark_sql
-from susee.sinks import ParamRow, Row, SinkError, param_values, recent_queries, sample_rows
+from susee.sinks import (
+    PROBE_PARAM,
+    PROBE_ROW,
+    ParamRow,
+    PermanentSinkError,
+    Row,
+    SinkError,
+    column_problems,
+    param_values,
+    recent_queries,
+    sample_rows,
+)
 
 if TYPE_CHECKING:
     from susee.config import DatabaseTarget
@@ -67,13 +78,18 @@ class SQLiteSink:
         """Apply pending migrations; report what changed."""
         return await self._run("migrate", lambda conn: run_migrations(_SQLiteSchema(conn), "sqlite", self.job_id))
 
-    async def write(self, samples: Sequence[Sample]) -> None:
-        """Store ``samples`` in one transaction or raise SinkError (after rollback)."""
-        if not samples:
+    async def write(self, samples: Sequence[Sample], *, last: Sequence[Sample] | None = None) -> None:
+        """Store ``samples`` in one transaction or raise SinkError (after rollback).
+
+        ``last``: the samples whose newest go to Last instead of ``samples``' own ([] for none).
+        """
+        if not samples and not last:
             return
-        raw, last = sample_rows(samples)
+        raw, newest = sample_rows(samples)
+        if last is not None:
+            newest = sample_rows(last)[1] if last else []
         buckets = sorted({bucket_of_tick(sample.tick_s) for sample in samples}) if self._dirty else []
-        await self._run("write", lambda conn: _in_thread(self._write_rows, conn, raw, last, buckets))
+        await self._run("write", lambda conn: _in_thread(self._write_rows, conn, raw, newest, buckets))
 
     async def upsert_params(self, rows: Iterable[ParamRow]) -> None:
         """Insert or update descriptions by idParam."""
@@ -94,6 +110,15 @@ class SQLiteSink:
         """Raise SinkError unless the file can be read."""
         await self._run("ping", lambda conn: _in_thread(lambda: conn.execute("SELECT 1").fetchone()))
 
+    async def verify(self, *, create_database: bool = False) -> list[str]:
+        """Missing tables or columns, and what a write probe (rolled back) is refused."""
+        async def verify(conn: sqlite3.Connection) -> list[str]:
+            if await migrations_pending(_SQLiteSchema(conn), "sqlite", self.job_id):
+                return []  # the writer migrates first; `susee migrate` checks after migrating
+            return await _in_thread(self._verify, conn)
+
+        return await self._run("verify", verify)
+
     async def close(self) -> None:
         async with self._lock:
             conn, self._conn = self._conn, None
@@ -113,6 +138,29 @@ class SQLiteSink:
         """Run ``work`` on this sink's connection (rollups, retention); failures become SinkError."""
         return await self._run(action, lambda conn: work(_SQLiteSchema(conn)))
 
+    def _verify(self, conn: sqlite3.Connection) -> list[str]:
+        found: dict[str, set[str]] = {}
+        for table in table_names(self.job_id)[:3]:
+            columns = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+            if columns:
+                found[table] = columns
+        problems = column_problems(self.job_id, found)
+        if problems or not found:
+            return problems
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._raw_sql, PROBE_ROW)
+            conn.execute(self._last_sql, PROBE_ROW)
+            conn.execute(self._params_sql, PROBE_PARAM)
+        except sqlite3.Error as exc:
+            if not _permanent(exc):
+                raise
+            return [f"cannot write: {exc}"]
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        return []
+
     def _upsert_params(self, conn: sqlite3.Connection, values: list[tuple]) -> None:
         with _transaction(conn):
             conn.executemany(self._params_sql, values)
@@ -128,7 +176,7 @@ class SQLiteSink:
                 await self._drop()
                 message = f"{self.target}: {action} failed: {exc}"
                 logger.warning("%s", message)
-                raise SinkError(message) from exc
+                raise (PermanentSinkError if _permanent(exc) else SinkError)(message) from exc
 
     async def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -241,6 +289,17 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _permanent(exc: BaseException) -> bool:
+    """A read-only file, a missing table or column: retrying cannot fix it."""
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH):
+        return True
+    text = str(exc)
+    return any(sign in text for sign in ("no such table", "no such column", "has no column named", "readonly"))
 
 
 async def _in_thread(function: Callable[..., T], *args: object) -> T:
