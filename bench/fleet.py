@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -750,7 +751,7 @@ def _pythonpath_notes(before: Snapshot, src: Path | None) -> list[str]:
 # -- one N -----------------------------------------------------------------------------------
 
 def write_site(tmp: Path, database: str, ports: list[int], meters: int, units_per_port: int,
-               workers: int = 1) -> Path:
+               workers: int = 1, extra: Sequence[str] = ()) -> Path:
     """site.yaml with devices d00000.. spread over the fleet's ports, units 1..U on each.
 
     One worker is the service's default: the file then has no ``workers`` key and
@@ -767,6 +768,7 @@ def write_site(tmp: Path, database: str, ports: list[int], meters: int, units_pe
         *([f"workers: {workers}", "spool:", f"  path: spool-w{workers}"] if workers != 1 else []),
         "database:",
         f'  url: "mysql://{MYSQL["user"]}@{MYSQL["host"]}:{MYSQL["port"]}/{database}"',
+        *extra,  # --site: settings to compare, e.g. "http: {enabled: false}", "storage: {rollups: false}"
         "devices:",
     ]
     for index in range(meters):
@@ -820,7 +822,7 @@ def bench_meters(meters: int, args: argparse.Namespace, mariadb_pid: int | None,
         run_s = args.warmup + args.duration + STOP_MARGIN_S
         results = []
         for workers in args.workers:
-            site = write_site(tmp, database, fleet.ports, meters, args.units_per_port, workers)
+            site = write_site(tmp, database, fleet.ports, meters, args.units_per_port, workers, args.site)
             print(f"N={meters}: {len(fleet.ports)} port(s) x {args.units_per_port} unit(s), database {database};"
                   f" susee{f' workers={workers}' if workers != 1 else ''} for {run_s:g} s ...",
                   file=sys.stderr, flush=True)
@@ -958,6 +960,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run susee with each of these 'workers' settings (default 1: one process);"
                              " the floor runs once per fleet size")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor reference")
+    parser.add_argument("--site", action="append", default=[], metavar="YAML",
+                        help='a top-level line added to the generated site.yaml, e.g. "http: {enabled: false}"')
     parser.add_argument("--susee-src", type=Path, metavar="DIR",
                         help="run susee from this src folder (e.g. unpacked by git archive) instead of the"
                              " installed one, to compare two versions on the same machine")

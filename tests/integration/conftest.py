@@ -48,12 +48,31 @@ def mariadb_target() -> Iterator[DatabaseTarget]:
             kind="mysql", database=name, host=MARIADB_HOST, port=MARIADB_PORT, user="root", password=None
         )
     finally:
-        admin = _admin()
-        try:
-            with admin.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        finally:
-            admin.close()
+        _drop_database(name)
+
+
+def _drop_database(name: str) -> None:
+    """Drop the test's database; a connection the test left open in a transaction fails the test.
+
+    Such a connection holds a metadata lock that would make the DROP wait
+    forever: it is killed first, and the test is told which code leaked it.
+    """
+    admin = _admin()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT ID, COMMAND, TIME FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                (name,),
+            )
+            leaked = [row for row in cursor.fetchall() if row[1] == "Sleep"]
+            for connection_id, _, _ in leaked:
+                cursor.execute(f"KILL {int(connection_id)}")
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        admin.close()
+    if leaked:
+        pytest.fail(f"{len(leaked)} connection(s) to {name} were left open by the test (killed before the drop)",
+                    pytrace=False)
 
 
 def _admin() -> pymysql.connections.Connection:

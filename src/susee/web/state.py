@@ -161,10 +161,10 @@ class TimedSink:
     def __getattr__(self, name: str):
         return getattr(self._sink, name)
 
-    async def write(self, samples) -> None:
+    async def write(self, samples, **options) -> None:
         started = time.perf_counter()
         try:
-            await self._sink.write(samples)
+            await self._sink.write(samples, **options)
         finally:
             elapsed = time.perf_counter() - started
             self.write_counts[bisect_left(WRITE_BOUNDS_S, elapsed)] += 1
