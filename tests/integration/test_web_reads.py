@@ -51,7 +51,9 @@ async def test_last_and_series_read_what_was_written(settings) -> None:
             # The migrations made the Q15 table; nothing is rolled up yet.
             assert await reads.has_rollups() is True
             assert await reads.quality_strip("d1", time.time()) == []
-            assert await reads.rollup_lag_s("d1", "133", time.time()) is None
+            # The rows just written left their buckets marked: the oldest ends at day + 900.
+            now = time.time()
+            assert await reads.rollup_lag_s(now) == pytest.approx(max(0.0, now - (day + BUCKET_S)), abs=1)
         finally:
             await reads.close()
     finally:
@@ -84,7 +86,11 @@ async def test_completeness_strip_and_lag_come_from_the_q15_table(settings) -> N
             today = [b for b in strip if b["bucket"][:10] == day]
             assert len(today) == sum(bucket_text(end - i * BUCKET_S)[:10] == day for i in range(1, 5))
             assert all(b["samples"] == 1800 and b["good"] == 900 and b["codes"] == 17 for b in today)
-            assert await reads.rollup_lag_s("d1", "133", now) == pytest.approx(now - end, abs=1)
+            assert await reads.rollup_lag_s(now) == 0.0  # no bucket marked: the rollups are not behind
+            dirty = f"INSERT INTO see{job}Q15Dirty (Bucket, Version) VALUES ({mark}, 1)"
+            await _execute(settings, dirty, (bucket_text(end - 2 * BUCKET_S),))
+            await _execute(settings, dirty, (bucket_text(end),))  # the bucket being written: not late
+            assert await reads.rollup_lag_s(now) == pytest.approx(now - (end - BUCKET_S), abs=1)
         finally:
             await reads.close()
     finally:
