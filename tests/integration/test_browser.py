@@ -9,13 +9,15 @@ and one of a device are saved in the test's temporary folder.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from web_site import TOKEN, running_site
+from susee.storage_commands import rollup
+from web_site import TOKEN, running_site, stored
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -60,6 +62,12 @@ async def test_live_page_shows_the_database_values_and_a_fault_in_a_real_browser
         await expect(page.locator("#fleet-rows tr td:nth-child(2)")).to_have_text(["good"] * 3, timeout=WAIT_MS)
         await page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
 
+        # The rollups of what is stored so far, by the real recompute (the service's upkeep is not running here).
+        counter = "SELECT COUNT(*) FROM see000Raw WHERE idDevice = 'd00' AND idParam = '222' AND Code = 0"
+        while (await stored(site, counter))[0][0] < 3:
+            await asyncio.sleep(0.2)
+        assert await rollup(site.site, None, None) == 0
+
         # A device page: the shown value of P_TOT is the one stored for the shown date.
         await page.click("a[href='#device=d00']")
         await expect(page.locator("#last-source")).to_have_text("(from the database)", timeout=WAIT_MS)
@@ -70,6 +78,16 @@ async def test_live_page_shows_the_database_values_and_a_fault_in_a_real_browser
         assert stored and float(shown[4]) == stored[0][0]
         assert shown[1:4] == ["P_TOT", "Active Power - Total", "Potenza attiva totale"]
 
+        # Today's consumption of counter 222 (one band "all": no http.tariff) is the rolled-up counter's rise.
+        total = page.locator("#consumption-totals tr[data-band='all'] td.energy")
+        await expect(total).not_to_have_attribute("data-value", "", timeout=WAIT_MS)
+        rows = site.query("SELECT FirstValue, LastValue FROM see000Q15 WHERE idDevice = 'd00' AND idParam = '222' "
+                          "ORDER BY Bucket")
+        shown_wh = float(await total.get_attribute("data-value"))
+        assert rows and shown_wh > 0 and shown_wh == pytest.approx(rows[-1][1] - rows[0][0], abs=0.002)
+        assert await page.locator("#consumption svg.bars g").count() >= 1
+        await page.screenshot(path=str(tmp_path / "consumption.png"), full_page=True)
+
         # Markup in a profile's descriptions is shown as text, never run or rendered.
         await page.goto(site.url + "#device=" + "odd%3Aid.3")
         # The header and the rows are replaced in one go: once it names the device, the rows are its own.
@@ -77,6 +95,7 @@ async def test_live_page_shows_the_database_values_and_a_fault_in_a_real_browser
         texts = await page.locator("#last-rows tr[data-param='133'] td").all_text_contents()
         assert texts[2] == HOSTILE and texts[3] == HOSTILE
         assert await page.locator("#last-rows img, #last-rows b, #last-rows script").count() == 0
+        await expect(page.locator("#consumption")).to_contain_text("no active-energy counter", timeout=WAIT_MS)
         await page.screenshot(path=str(tmp_path / "device.png"), full_page=True)
 
         # A fault in unit 2: d01 turns to failing, with the Code bit in words, without a reload.
