@@ -266,12 +266,13 @@ function consumptionBars(c) {
     group.setAttribute("class", bandClass(c.bands, i.band) + (i.energy === null ? " empty" : ""));
     for (const [value, kind] of parts) {
       const h = top > 0 ? value / top * (height - 2) : 0;
+      const drawn = Math.max(i.energy === null || kind ? 0 : 1, h);  // a measured 0 Wh still shows a hairline
       const rect = document.createElementNS(SVG_NS, "rect");
       rect.setAttribute("class", "part" + kind);
       rect.setAttribute("x", x);
-      rect.setAttribute("y", (y - h).toFixed(1));
+      rect.setAttribute("y", (y - drawn).toFixed(1));
       rect.setAttribute("width", width - 1);
-      rect.setAttribute("height", Math.max(i.energy === null || kind ? 0 : 1, h).toFixed(1));
+      rect.setAttribute("height", drawn.toFixed(1));
       group.appendChild(rect);
       y -= h;
     }
