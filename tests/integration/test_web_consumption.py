@@ -33,14 +33,9 @@ def local(hour: int, minute: int) -> float:
     return DAY.replace(hour=hour, minute=minute).timestamp()
 
 
-@pytest.fixture(params=["mariadb", "sqlite"])
-def settings(request, tmp_path, job_id):
-    if request.param == "mariadb":
-        target = request.getfixturevalue("mariadb_target")
-        url = f"mysql://root@{target.host}:{target.port}/{target.database}"
-    else:
-        url = f"sqlite:///{tmp_path / 'site.db'}"
-    return Settings(job_id=job_id, sample_time=60, timezone="Europe/Rome", database={"url": url},
+@pytest.fixture
+def settings(database_url, job_id):
+    return Settings(job_id=job_id, sample_time=60, timezone="Europe/Rome", database={"url": database_url},
                     http={"tariff": "arera"},
                     devices=[{"id": "m1", "host": "127.0.0.1", "port": 1502, "profile": "pac3200"}])
 

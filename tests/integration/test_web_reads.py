@@ -15,14 +15,9 @@ from susee.sinks import create_sink
 from susee.web.reads import BUCKET_S, Reads, bucket_text
 
 
-@pytest.fixture(params=["mariadb", "sqlite"])
-def settings(request, tmp_path, job_id):
-    if request.param == "mariadb":
-        target = request.getfixturevalue("mariadb_target")
-        url = f"mysql://root@{target.host}:{target.port}/{target.database}"
-    else:
-        url = f"sqlite:///{tmp_path / 'reads.db'}"
-    return Settings(job_id=job_id, sample_time=1, database={"url": url}, devices=[])
+@pytest.fixture
+def settings(database_url, job_id):
+    return Settings(job_id=job_id, sample_time=1, database={"url": database_url}, devices=[])
 
 
 async def _prepared_sink(settings: Settings):
