@@ -21,7 +21,7 @@ from susee.devices import plan_devices
 from susee.sample import Sample
 from susee.sinks import create_sink
 from susee.storage_commands import rollup
-from susee.web.consumption import INSTALL, check_tariff, main_counter, today
+from susee.web.consumption import INSTALL, check_tariff, load_tariff, main_counter, today
 from susee.report.meters import device_counters
 
 ROME = ZoneInfo("Europe/Rome")
@@ -56,7 +56,7 @@ async def test_today_by_arera_band_with_a_gap_across_the_band_boundary(settings,
     plans = plan_devices(settings, path)
     assert await rollup(Site(path, settings, plans), None, None) == 0
 
-    figures, note = today(settings, plans[0], local(8, 40))
+    figures, note = today(settings, plans[0], local(8, 40), load_tariff(settings))
 
     assert note == ""
     assert (figures["param"], figures["unit"], figures["tariff"]) == ("222", "Wh", "ARERA F1/F2/F3")

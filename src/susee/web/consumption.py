@@ -1,7 +1,8 @@
 """Today's 15-minute consumption of one device by tariff band, for the Device page.
 
-The figures are ``susee report``'s own (``susee.report.command.build``: the
-Q15 reader, the counter arithmetic, the band calendars): today's
+The figures are ``susee report``'s own, by its steps for one device and one
+counter (``susee.report``: the Q15 reader, the counter arithmetic, the
+aggregation per interval and band, the band calendars): today's
 15-minute intervals in the site's ``timezone``, up to the one in progress,
 of the device's main active-import counter (``main_counter``), each with its
 band (``http.tariff``: ``none`` gives one band ``all``), energy, estimated
@@ -24,7 +25,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from susee.config import ConfigError, Settings
@@ -43,26 +43,31 @@ INSTALL = "install susee[report] (numpy) to see consumption by tariff band"
 def report_missing() -> str | None:
     """Why the report code cannot run here (None: it can)."""
     try:
-        import susee.report.command  # noqa: F401  (numpy, holidays)
+        import susee.report.aggregate  # noqa: F401  (numpy)
+        import holidays  # noqa: F401  (the tariffs' holidays)
     except ImportError as exc:
         return f"{INSTALL}: {exc}"
     return None
 
 
-def check_tariff(settings: Settings) -> None:
-    """ConfigError naming ``http.tariff`` when its calendar is unknown or malformed (exit 2 at start).
-
-    Without the report extra there is nothing to check: the page says what to install.
-    """
+def load_tariff(settings: Settings):
+    """The ``http.tariff`` calendar (None for ``none``); ConfigError naming the setting when it is
+    unknown or malformed (exit 2 at start). Needs the report extra (see ``report_missing``)."""
     reference = settings.http.tariff
-    if reference.lower() == "none" or report_missing() is not None:
-        return
+    if reference.lower() == "none":
+        return None
     from susee.report.tariffs import TariffError, load_calendar
 
     try:
-        load_calendar(reference)
+        return load_calendar(reference)  # a file is absolute already (Settings.resolved)
     except TariffError as exc:
         raise ConfigError(f"http.tariff: {exc}") from None
+
+
+def check_tariff(settings: Settings) -> None:
+    """``load_tariff`` at start; without the report extra there is nothing to check (the page says so)."""
+    if settings.http.tariff.lower() != "none" and report_missing() is None:
+        load_tariff(settings)
 
 
 def main_counter(counters: dict) -> str | None:
@@ -80,16 +85,25 @@ def main_counter(counters: dict) -> str | None:
     return next((param for param, counter in counters.items() if counter.unit.lower() == "wh"), None)
 
 
-def today(settings: Settings, plan: DevicePlan, now_s: float) -> tuple[dict | None, str]:
-    """(figures, note) of ``plan``'s main counter today, up to the 15 minutes in progress (blocking)."""
-    from susee.report.command import Request, build
-    from susee.report.meters import Culprit, device_counters
-    from susee.report.reader import ReadError
-    from susee.report.tariffs import TariffError
+def today(settings: Settings, plan: DevicePlan, now_s: float, calendar=None) -> tuple[dict | None, str]:
+    """(figures, note) of ``plan``'s main counter today, up to the 15 minutes in progress (blocking).
 
-    param = main_counter(device_counters(plan, settings.sample_time))
+    ``calendar``: the tariff's ``Calendar`` (None: one band ``all``). The steps of ``susee report``
+    for one device and one counter: Q15 rows -> counter series -> figures per interval and band.
+    """
+    import numpy as np
+
+    from susee.report.aggregate import ALL, Composite, combine, figures, layers
+    from susee.report.energy import counter_series
+    from susee.report.intervals import Interval, intervals
+    from susee.report.meters import device_counters
+    from susee.report.reader import ReadError, read_rows
+
+    counters = device_counters(plan, settings.sample_time)
+    param = main_counter(counters)
     if param is None:
         return None, "this device reads no active-energy counter"
+    counter = counters[param]
     zone = ZoneInfo(settings.timezone)
     local = datetime.fromtimestamp(now_s, zone)
     midnight = datetime.min.time()
@@ -97,34 +111,39 @@ def today(settings: Settings, plan: DevicePlan, now_s: float) -> tuple[dict | No
     day_start = int(datetime.combine(local.date(), midnight, zone).timestamp())
     day_end = int(datetime.combine(local.date() + timedelta(days=1), midnight, zone).timestamp())
     end = min(day_end, (int(now_s // BUCKET_S) + 1) * BUCKET_S)  # with the 15 minutes in progress
-    tariff = settings.http.tariff
-    request = Request(day_start, end, "15min", "device", (param,), None if tariff.lower() == "none" else tariff,
-                      (plan.id,), None)
+    spans = intervals(day_start, end, "15min", zone)
+    count = (end - day_start) // BUCKET_S
     try:
-        # The config's folder only places a relative tariff file: Settings.resolved made it absolute.
-        report = build(settings, [plan], Path("site.yaml"), request)
+        found = read_rows(settings.database_target(), settings.job_id,
+                          [(plan.id, part) for _, part, _ in counter.terms], day_start, end)
     except ReadError as exc:
         return None, str(exc)
-    except (Culprit, TariffError) as exc:
-        return None, f"http.tariff or counter {param}: {exc}"
-    bands = report.calendar.bands if report.calendar else ("all",)
-    intervals = [
-        {"start": f.interval.label, "start_s": f.interval.start_s, "band": f.band, "energy": _round(f.energy),
-         "estimated_pct": _round(f.estimated_pct), "completeness_pct": _round(f.completeness_pct),
-         "flags": f.flags}
-        for f in report.rows if f.band in bands
-    ]
-    totals = [
-        {"band": f.band, "energy": _round(f.energy), "estimated_pct": _round(f.estimated_pct),
-         "completeness_pct": _round(f.completeness_pct), "peak_w": _round(f.peak_w), "peak_at": f.peak_at}
-        for f in report.totals
-    ]
-    unit = next((f.unit for f in report.rows), "")
+    composite = combine([
+        (sign, Composite.of(counter_series(found.get((plan.id, part), np.empty((0, 12))), day_start, count, rules)))
+        for sign, part, rules in counter.terms
+    ])
+    bands = calendar.bands_of(range(day_start, end, BUCKET_S), zone) if calendar else []
+    whole = [Interval(day_start, end, spans[0].label)]
+    cells = [figure for layer in layers(spans, day_start, count, bands, calendar)
+             for figure in figures(plan.id, param, counter.unit, composite, layer, spans, day_start, zone)]
+    totals = [figure for layer in layers(whole, day_start, count, bands, calendar)
+              for figure in figures(plan.id, param, counter.unit, composite, layer, whole, day_start, zone)]
+    names = calendar.bands if calendar else (ALL,)
     return {
-        "param": param, "unit": unit, "tariff": report.calendar.name if report.calendar else "none",
-        "bands": list(bands), "timezone": settings.timezone, "day": local.date().isoformat(),
+        "param": param, "unit": counter.unit, "tariff": calendar.name if calendar else "none",
+        "bands": list(names), "timezone": settings.timezone, "day": local.date().isoformat(),
         "day_start_s": day_start, "day_end_s": day_end, "computed": now_s,
-        "intervals": intervals, "totals": totals,
+        "intervals": [
+            {"start": f.interval.label, "start_s": f.interval.start_s, "band": f.band, "energy": _round(f.energy),
+             "estimated_pct": _round(f.estimated_pct), "completeness_pct": _round(f.completeness_pct),
+             "flags": f.flags}
+            for f in sorted(cells, key=lambda f: f.interval.start_s) if f.band in names
+        ],
+        "totals": [
+            {"band": f.band, "energy": _round(f.energy), "estimated_pct": _round(f.estimated_pct),
+             "completeness_pct": _round(f.completeness_pct), "peak_w": _round(f.peak_w), "peak_at": f.peak_at}
+            for f in totals
+        ],
     }, ""
 
 
@@ -146,6 +165,7 @@ class Consumption:
         self.settings = settings
         self._missing: str | None = None
         self._checked = False  # the report code (numpy) is imported at the first device page, not at start
+        self._calendar = None
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._tasks: dict[str, asyncio.Task] = {}
         self._gate = asyncio.Lock()  # one computation at a time: a page never costs more than one core
@@ -162,6 +182,8 @@ class Consumption:
             self._missing, self._checked = await asyncio.to_thread(report_missing), True  # numpy's import: off the loop
             if self._missing is not None:
                 log.warning("http: the Device page shows no consumption: %s", self._missing)
+            else:
+                self._calendar = load_tariff(self.settings)  # checked at start (LiveView): loads
         if self._missing is not None:
             return None, INSTALL
         entry = self._entries.get(plan.id)
@@ -185,7 +207,7 @@ class Consumption:
     async def _compute(self, plan: DevicePlan) -> None:
         async with self._gate:
             try:
-                figures, note = await asyncio.to_thread(today, self.settings, plan, time.time())
+                figures, note = await asyncio.to_thread(today, self.settings, plan, time.time(), self._calendar)
                 if plan.id in self._failing:
                     log.info("device %s: today's consumption is computed again", plan.id)
                     self._failing.discard(plan.id)
