@@ -20,10 +20,12 @@ SOURCE = Path(__file__).resolve().parent.parent / "src"
 # package's modules are "susee.links" and "susee.links.*".
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("susee.cli", "susee.__main__", "susee.logs")),
-    ("commands", ("susee.commands", "susee.profile_commands", "susee.legacy", "susee.report", "susee.report.*",
-                  "susee.storage_commands")),
+    ("commands", ("susee.commands", "susee.profile_commands", "susee.legacy", "susee.report.command",
+                  "susee.report.arguments", "susee.report.outputs", "susee.storage_commands")),
     ("supervision", ("susee.supervisor", "susee.workers", "susee.http", "susee.http.*", "susee.web", "susee.web.*",
                      "susee.status", "susee.upkeep")),
+    # The report's figures (reader, counter arithmetic, bands): `susee report` and the live page use them.
+    ("figures", ("susee.report", "susee.report.*")),
     # devices composes settings, profiles, a link endpoint and the sinks' param rows into a device's plan.
     ("acquisition", ("susee.poller", "susee.backoff", "susee.writer", "susee.devices")),
     ("io", ("susee.links", "susee.links.*",

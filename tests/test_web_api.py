@@ -172,9 +172,9 @@ async def test_fleet_rows_show_status_with_code_bits_in_words(site, session) -> 
         _, _, body = await _get(session, site.url + "api/devices", BEARER)
         answer = json.loads(body)
         devices = {row[0]: dict(zip(answer["columns"], row)) for row in answer["devices"]}
-        # Until the pollers start (the spool opens first) the fleet is empty.
-        status = {device: row["status"] for device, row in devices.items()}
-        return devices if status.get("d01") == "failing" and status.get("d00") == "good" else None
+        if "d00" not in devices or "d01" not in devices:
+            return None  # a device has a row once polled
+        return devices if devices["d01"]["status"] == "failing" and devices["d00"]["status"] == "good" else None
 
     devices = await _until(failing)
     assert devices["d01"]["problem"] == "err_register"

@@ -86,12 +86,24 @@ def test_token_comes_from_the_environment_dotenv_or_secrets_dir(tmp_path, monkey
     assert TOKEN not in repr(settings) and TOKEN not in str(settings.http)
 
 
-def test_run_refuses_an_open_address_without_token_with_exit_2(tmp_path: Path) -> None:
-    path = tmp_path / "site.yaml"
-    path.write_text(BASE + "http: {listen: '0.0.0.0:8050'}\n", encoding="utf-8")
+def _run(folder: Path, http_section: str) -> subprocess.CompletedProcess:
+    """``susee run`` of BASE plus ``http_section`` in ``folder``, without the tests' SUSEE_ environment."""
+    path = folder / "site.yaml"
+    path.write_text(BASE + http_section + "\n", encoding="utf-8")
     env = {key: value for key, value in __import__("os").environ.items() if not key.startswith("SUSEE_")}
-    result = subprocess.run([sys.executable, "-m", "susee", "--config", str(path), "run", "--duration", "1"],
-                            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    return subprocess.run([sys.executable, "-m", "susee", "--config", str(path), "run", "--duration", "1"],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=folder)
+
+
+def test_run_refuses_an_open_address_without_token_with_exit_2(tmp_path: Path) -> None:
+    result = _run(tmp_path, "http: {listen: '0.0.0.0:8050'}")
     assert result.returncode == EXIT_CONFIG
     assert "http" in result.stderr and "0.0.0.0:8050" in result.stderr and "set http.token" in result.stderr
     assert not (tmp_path / "spool").exists()  # refused before anything started
+
+
+def test_run_refuses_an_unknown_tariff_calendar_with_exit_2(tmp_path: Path) -> None:
+    result = _run(tmp_path, "http: {tariff: no-such-calendar.yaml}")
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    # Relative to the config file's folder, named in the message.
+    assert "http.tariff" in result.stderr and str(tmp_path / "no-such-calendar.yaml") in result.stderr

@@ -306,6 +306,9 @@ class HttpSettings(_Section):
     # Bearer token or basic-auth password; required off loopback (see _guarded).
     token: SecretStr | None = None
     allow_anonymous: bool = False  # explicitly serve a non-loopback address without a token
+    # The Device page's consumption bands: none (one band, "all"), arera or a YAML calendar
+    # (relative to the config file; checked when the service starts, see susee.web.consumption).
+    tariff: str = Field(default="none", min_length=1)
 
     @field_validator("listen")
     @classmethod
@@ -634,7 +637,10 @@ def resolved_paths(settings: Settings, folder: Path, default_spool: Path = Path(
         if file and not Path(file).is_absolute():
             database = database.model_copy(update={"url": f"sqlite:///{folder / file}"})
     spool = settings.spool.model_copy(update={"path": folder / (settings.spool.path or default_spool)})
-    return settings.model_copy(update={"database": database, "spool": spool})
+    http = settings.http
+    if http.tariff.lower() not in ("none", "arera") and not Path(http.tariff).is_absolute():
+        http = http.model_copy(update={"tariff": str(folder / http.tariff)})  # a calendar file beside the config
+    return settings.model_copy(update={"database": database, "spool": spool, "http": http})
 
 
 def unquoted_ids(text: str, data: Mapping) -> list[str]:

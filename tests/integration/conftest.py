@@ -80,3 +80,12 @@ def _admin() -> pymysql.connections.Connection:
         return pymysql.connect(host=MARIADB_HOST, port=MARIADB_PORT, user="root", password="", connect_timeout=3)
     except pymysql.err.Error as exc:
         pytest.fail(f"MariaDB on {MARIADB_HOST}:{MARIADB_PORT} (user root) does not answer: {exc}", pytrace=False)
+
+
+@pytest.fixture(params=["mariadb", "sqlite"])
+def database_url(request, tmp_path) -> str:
+    """``database.url`` of a fresh database, once on the local MariaDB and once in a SQLite file."""
+    if request.param == "mariadb":
+        target = request.getfixturevalue("mariadb_target")
+        return f"mysql://root@{target.host}:{target.port}/{target.database}"
+    return f"sqlite:///{tmp_path / 'site.db'}"

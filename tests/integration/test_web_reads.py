@@ -15,14 +15,9 @@ from susee.sinks import create_sink
 from susee.web.reads import BUCKET_S, Reads, bucket_text
 
 
-@pytest.fixture(params=["mariadb", "sqlite"])
-def settings(request, tmp_path, job_id):
-    if request.param == "mariadb":
-        target = request.getfixturevalue("mariadb_target")
-        url = f"mysql://root@{target.host}:{target.port}/{target.database}"
-    else:
-        url = f"sqlite:///{tmp_path / 'reads.db'}"
-    return Settings(job_id=job_id, sample_time=1, database={"url": url}, devices=[])
+@pytest.fixture
+def settings(database_url, job_id):
+    return Settings(job_id=job_id, sample_time=1, database={"url": database_url}, devices=[])
 
 
 async def _prepared_sink(settings: Settings):
@@ -51,7 +46,9 @@ async def test_last_and_series_read_what_was_written(settings) -> None:
             # The migrations made the Q15 table; nothing is rolled up yet.
             assert await reads.has_rollups() is True
             assert await reads.quality_strip("d1", time.time()) == []
-            assert await reads.rollup_lag_s("d1", "133", time.time()) is None
+            # The rows just written left their buckets marked: the oldest ends at day + 900.
+            now = time.time()
+            assert await reads.rollup_lag_s(now) == pytest.approx(max(0.0, now - (day + BUCKET_S)), abs=1)
         finally:
             await reads.close()
     finally:
@@ -84,7 +81,11 @@ async def test_completeness_strip_and_lag_come_from_the_q15_table(settings) -> N
             today = [b for b in strip if b["bucket"][:10] == day]
             assert len(today) == sum(bucket_text(end - i * BUCKET_S)[:10] == day for i in range(1, 5))
             assert all(b["samples"] == 1800 and b["good"] == 900 and b["codes"] == 17 for b in today)
-            assert await reads.rollup_lag_s("d1", "133", now) == pytest.approx(now - end, abs=1)
+            assert await reads.rollup_lag_s(now) == 0.0  # no bucket marked: the rollups are not behind
+            dirty = f"INSERT INTO see{job}Q15Dirty (Bucket, Version) VALUES ({mark}, 1)"
+            await _execute(settings, dirty, (bucket_text(end - 2 * BUCKET_S),))
+            await _execute(settings, dirty, (bucket_text(end),))  # the bucket being written: not late
+            assert await reads.rollup_lag_s(now) == pytest.approx(now - (end - BUCKET_S), abs=1)
         finally:
             await reads.close()
     finally:

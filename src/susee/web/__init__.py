@@ -17,6 +17,7 @@ from aiohttp import web
 
 from susee.config import ConfigError, Settings, host_port
 from susee.web.app import build_app
+from susee.web.consumption import Consumption, check_tariff
 from susee.web.reads import Reads
 from susee.web.shares import SharesState, worker_snapshot
 from susee.web.state import Fleet, SiteState, Tap, TimedSink, power_params
@@ -29,6 +30,7 @@ class LiveView:
 
     def __init__(self, settings: Settings, plans) -> None:
         self.settings = settings
+        check_tariff(settings)  # a bad http.tariff is a config error: before anything starts
         self.tap = Tap(power_params(plans))
         self.sink: TimedSink | None = None
 
@@ -67,13 +69,16 @@ class LiveView:
         """
         http = self.settings.http
         reads = Reads(self.settings)
-        runner = web.AppRunner(build_app(state, reads, http.token), access_log=None, handle_signals=False)
+        consumption = Consumption(self.settings)
+        runner = web.AppRunner(build_app(state, reads, http.token, consumption), access_log=None,
+                               handle_signals=False)
         await runner.setup()
         host, port = host_port(http.listen)
         try:
             await web.TCPSite(runner, host, port).start()
         except OSError as exc:
             await runner.cleanup()
+            await consumption.close()
             await reads.close()
             raise ConfigError(f"http.listen {http.listen}: cannot listen: {exc.strerror or exc}") from None
         bound_host, bound_port = runner.addresses[0][:2]
@@ -83,4 +88,5 @@ class LiveView:
             yield url
         finally:
             await runner.cleanup()
+            await consumption.close()
             await reads.close()

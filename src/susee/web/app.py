@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from susee.quality import describe
 from susee.sinks import SinkError
+from susee.web.consumption import Consumption
 from susee.web.metrics import exposition, site_registry
 from susee.web.reads import Reads, SeriesRequestError
 from susee.web.state import Fleet
@@ -45,6 +46,7 @@ READS_KEY = web.AppKey("reads", Reads)
 TOKEN_KEY = web.AppKey("token", object)
 REGISTRY_KEY = web.AppKey("registry", object)
 LAG_KEY = web.AppKey("rollup_lag", list)
+CONSUMPTION_KEY = web.AppKey("consumption", Consumption)
 
 
 def authorized(header: str | None, token: SecretStr | None) -> bool:
@@ -86,11 +88,12 @@ async def guard(request: web.Request, handler):
     return response
 
 
-def build_app(state: Fleet, reads: Reads, token: SecretStr | None) -> web.Application:
+def build_app(state: Fleet, reads: Reads, token: SecretStr | None, consumption: Consumption) -> web.Application:
     """The application: routes for the page, the API, health and metrics."""
     app = web.Application(middlewares=[guard])
     app[STATE_KEY] = state
     app[READS_KEY] = reads
+    app[CONSUMPTION_KEY] = consumption
     app[TOKEN_KEY] = token
     app[LAG_KEY] = [None]
     app[REGISTRY_KEY] = site_registry(state, lambda: app[LAG_KEY][0])
@@ -167,10 +170,9 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     state = app[STATE_KEY]
     await state.refresh()
-    probe = state.plans[0] if state.plans else None
-    if probe is not None and probe.param_ids and state.database_online:
+    if state.database_online:
         try:
-            app[LAG_KEY][0] = await app[READS_KEY].rollup_lag_s(probe.id, probe.param_ids[0], time.time())
+            app[LAG_KEY][0] = await app[READS_KEY].rollup_lag_s(time.time())
         except SinkError:
             pass  # keep the last known lag; the database state has its own metric
     # In a thread: at 5,000 devices the exposition takes ~50 ms of CPU; there it shares the
@@ -238,7 +240,11 @@ async def api_last(request: web.Request) -> web.Response:
 
 
 async def api_device(request: web.Request) -> web.Response:
-    """One device's page: its fleet row, today's quality strip and (placeholder) consumption by band."""
+    """One device's page: its fleet row, today's quality strip and 15-minute consumption by tariff band.
+
+    ``consumption`` is None when it cannot be shown; ``consumption_note`` then says why
+    (no report extra, no rollups yet, no energy counter, database away).
+    """
     state, reads = request.app[STATE_KEY], request.app[READS_KEY]
     device_id = _device_param(request, state)
     strip = None
@@ -250,12 +256,12 @@ async def api_device(request: web.Request) -> web.Response:
             strip = None
     view = next((d for d in state.devices() if d.id == device_id), None)  # None before the first poll
     plan = state.plan(device_id)
+    consumption, note = await request.app[CONSUMPTION_KEY].of(plan, state.database_online)
     return _json({
         "device": device_id, "profile": plan.profile.name if plan.profile else None,
         "status": view.status if view else "waiting", "problem": view.problem if view else "",
         "tags": view.tags if view else {}, "power_param": state.power_param(device_id), "quality": strip,
-        # [report branch] today's 15-minute consumption by tariff band: null until its code is merged.
-        "consumption": None,
+        "consumption": consumption, "consumption_note": note,
     })
 
 

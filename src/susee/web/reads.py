@@ -7,7 +7,8 @@ range and a capped number of points.
 
 The rollup table ``see<job>Q15`` (CONTRACT.md) comes with the storage branch:
 until it exists, completeness, the quality strip and the rollup lag are
-None ("–" on the page, NaN in the metrics). Its existence is checked at most
+None ("–" on the page, NaN in the metrics). The lag comes from the rollups'
+bookkeeping, the pending markers of ``see<job>Q15Dirty`` (``rollup_lag_s``). Its existence is checked at most
 once a minute; completeness changes only when a 15-minute bucket is rolled
 up, so it is recomputed at most every ``COMPLETENESS_EVERY_S``.
 """
@@ -99,8 +100,8 @@ class Reads:
         # Per param, OR-ed per bucket here: SQLite has no BIT_OR. A day of 96 buckets of the largest profile.
         self._strip_sql = (f"SELECT Bucket, Samples, Good, Codes FROM {quote}{self.q15}{quote} "
                            f"WHERE idDevice = {mark} AND Bucket >= {mark} ORDER BY Bucket LIMIT {STRIP_ROWS}")
-        self._newest_sql = (f"SELECT MAX(Bucket) FROM {quote}{self.q15}{quote} WHERE idDevice = {mark} "
-                            f"AND idParam = {mark}")
+        self._pending_sql = f"SELECT MIN(Bucket) FROM {quote}see{settings.job_id}Q15Dirty{quote}"
+        self.rollups_on = settings.storage.rollups  # without them nothing marks buckets: the lag is unknown
         self._gate = asyncio.Lock()  # one web query at a time on the web's connection
         self._q15_checked_s = -math.inf
         self._q15 = False
@@ -190,20 +191,21 @@ class Reads:
             entry["codes"] |= int(codes or 0)
         return list(strip.values())
 
-    async def rollup_lag_s(self, device_id: str, param_id: str, now_s: float) -> float | None:
-        """Seconds from the end of the newest rolled-up bucket of one series to now; None without rollups.
+    async def rollup_lag_s(self, now_s: float) -> float | None:
+        """How far the rollups are behind: seconds since the end of the oldest bucket still marked
+        in ``see<job>Q15Dirty`` (susee.rollup), 0 when none is; None without rollups.
 
-        One series stands for all: the rollups advance for every device together,
-        and a primary-key lookup stays cheap however big the table grows.
+        The bucket being written is always marked and not late (its end is ahead); a closed bucket
+        stays marked until the storage upkeep has recomputed it. A primary-key MIN: one index probe.
         """
-        if not await self.has_rollups():
+        if not self.rollups_on or not await self.has_rollups():
             return None
-        rows = await self._select(self._newest_sql, (device_id, param_id))
+        rows = await self._select(self._pending_sql, ())
         if not rows or rows[0][0] is None:
-            return None
-        newest = rows[0][0]
+            return 0.0
+        oldest = rows[0][0]
         # A naive UTC datetime from MariaDB (timegm, never the local zone), text from SQLite.
-        start = calendar.timegm(newest.timetuple()) if hasattr(newest, "timetuple") else _parse_bucket(str(newest))
+        start = calendar.timegm(oldest.timetuple()) if hasattr(oldest, "timetuple") else _parse_bucket(str(oldest))
         return max(0.0, now_s - (start + BUCKET_S))
 
 

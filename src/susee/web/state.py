@@ -161,10 +161,11 @@ class TimedSink:
     def __getattr__(self, name: str):
         return getattr(self._sink, name)
 
-    async def write(self, samples, **options) -> None:
+    async def write(self, samples, *, last=None) -> None:
+        """The sink's ``write`` (``last``: the replay's source of Last rows, see ``Sink.write``), timed."""
         started = time.perf_counter()
         try:
-            await self._sink.write(samples, **options)
+            await self._sink.write(samples, last=last)
         finally:
             elapsed = time.perf_counter() - started
             self.write_counts[bisect_left(WRITE_BOUNDS_S, elapsed)] += 1

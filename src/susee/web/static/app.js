@@ -234,6 +234,89 @@ function qualityStrip(buckets) {
   return svg;
 }
 
+// Today's 15-minute consumption: one bar per interval in its band's colour, the estimated
+// share of its energy (a gap's apportioned part) stacked on top in a paler shade.
+const BAND_CLASSES = 6;
+
+function bandClass(bands, band) {
+  return "band-" + (Math.max(0, bands.indexOf(band)) % BAND_CLASSES);
+}
+
+function energyText(value, unit) {
+  if (value === null || value === undefined) return "–";
+  return Math.abs(value) >= 10000 ? (value / 1000).toFixed(2) + " k" + unit : value.toFixed(1) + " " + unit;
+}
+
+function consumptionBars(c) {
+  const width = 8, height = 60;
+  const slots = Math.max(1, Math.round((c.day_end_s - c.day_start_s) / 900));
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("class", "bars");
+  svg.setAttribute("width", slots * width);
+  svg.setAttribute("height", height);
+  let top = 0;
+  for (const i of c.intervals) top = Math.max(top, i.energy || 0);
+  for (const i of c.intervals) {
+    const x = Math.round((i.start_s - c.day_start_s) / 900) * width;
+    const energy = Math.max(0, i.energy || 0);
+    const estimated = energy * Math.min(100, Math.max(0, i.estimated_pct || 0)) / 100;
+    const parts = [[energy - estimated, ""], [estimated, " estimated"]];
+    let y = height;
+    const group = document.createElementNS(SVG_NS, "g");
+    group.setAttribute("class", bandClass(c.bands, i.band) + (i.energy === null ? " empty" : ""));
+    for (const [value, kind] of parts) {
+      const h = top > 0 ? value / top * (height - 2) : 0;
+      const drawn = Math.max(i.energy === null || kind ? 0 : 1, h);  // a measured 0 Wh still shows a hairline
+      const rect = document.createElementNS(SVG_NS, "rect");
+      rect.setAttribute("class", "part" + kind);
+      rect.setAttribute("x", x);
+      rect.setAttribute("y", (y - drawn).toFixed(1));
+      rect.setAttribute("width", width - 1);
+      rect.setAttribute("height", drawn.toFixed(1));
+      group.appendChild(rect);
+      y -= h;
+    }
+    const title = document.createElementNS(SVG_NS, "title");
+    title.textContent = i.start.slice(11, 16) + " " + i.band + ": " + energyText(i.energy, c.unit) +
+      (i.energy === null ? " (no data)" : ", " + number(i.estimated_pct, 0) + " % estimated, " +
+        number(i.completeness_pct, 0) + " % complete");
+    group.appendChild(title);
+    svg.appendChild(group);
+  }
+  return svg;
+}
+
+function consumptionView(c) {
+  const info = el("p", "Counter " + c.param + " (" + c.unit + "), " + c.day + " (" + c.timezone + "), tariff " +
+    c.tariff + ". Paler: the estimated share (energy of a gap apportioned by time).", "note");
+  const table = el("table");
+  table.id = "consumption-totals";
+  const head = el("tr");
+  for (const text of ["Band", "Energy today", "Estimated", "Complete", "Peak 15 min", "at"]) head.appendChild(el("th", text));
+  const thead = el("thead");
+  thead.appendChild(head);
+  const body = el("tbody");
+  for (const t of c.totals) {
+    const row = el("tr");
+    row.dataset.band = t.band;
+    const name = el("td");
+    name.appendChild(el("span", "", "swatch " + (c.bands.includes(t.band) ? bandClass(c.bands, t.band) : "band-total")));
+    name.appendChild(document.createTextNode(" " + t.band));
+    row.appendChild(name);
+    const energy = el("td", energyText(t.energy, c.unit), "num energy");
+    energy.dataset.value = t.energy === null ? "" : String(t.energy);  // the exact figure, for other tools
+    row.appendChild(energy);
+    row.appendChild(el("td", number(t.estimated_pct, 1) + " %", "num"));
+    row.appendChild(el("td", number(t.completeness_pct, 1) + " %", "num"));
+    row.appendChild(el("td", t.peak_w === null ? "–" : t.peak_w.toFixed(0) + " W", "num"));
+    row.appendChild(el("td", t.peak_at ? t.peak_at.slice(11, 16) : "–"));
+    body.appendChild(row);
+  }
+  table.appendChild(thead);
+  table.appendChild(body);
+  return [info, consumptionBars(c), table];
+}
+
 async function refreshDevice(id) {
   const query = "?device=" + encodeURIComponent(id);
   const [device, last] = await Promise.all([getJSON("api/device" + query), getJSON("api/last" + query)]);
@@ -254,9 +337,13 @@ async function refreshDevice(id) {
   }
   $("last-rows").replaceChildren(rows);
   const consumption = $("consumption");
-  consumption.textContent = device.consumption === null
-    ? "Consumption by tariff band comes with the report module (not in this build)."
-    : JSON.stringify(device.consumption);
+  if (device.consumption === null) {
+    consumption.className = "placeholder";
+    consumption.replaceChildren(el("span", "– (" + (device.consumption_note || "not available") + ")"));
+  } else {
+    consumption.className = "";
+    consumption.replaceChildren(...consumptionView(device.consumption));
+  }
   const quality = $("quality");
   if (device.quality === null) quality.replaceChildren(el("span", "– (15-minute rollups not available yet)", "placeholder"));
   else quality.replaceChildren(qualityStrip(device.quality));
