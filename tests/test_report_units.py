@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,7 +14,7 @@ from susee.report.energy import JUMP, RESET, WRAP, CounterRules, Q15Row, counter
 from susee.report.groups import ExpressionError, parse_expression
 from susee.report.intervals import intervals, parse_duration, parse_local
 from susee.report.tariffs import TariffError, load_calendar
-from tests.q15_reference import q15_rows_from_samples
+from tests.integration.storage_support import expected_q15
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 T0 = 1_775_000_700  # a bucket start (multiple of 900)
@@ -22,16 +22,22 @@ assert T0 % 900 == 0
 
 
 def rows_of(values, step_s=300, start=T0, codes=None):
-    """Q15Rows of one counter read every ``step_s``: None is a missing sample."""
-    samples = [("d", "p", start + i * step_s, v, (codes or {}).get(i, 0 if v is not None else 1))
-               for i, v in enumerate(values)]
+    """Q15Rows of one counter read every ``step_s``: None is a missing sample.
+
+    The rows come from the rollup contract in plain Python (the oracle the
+    rollup tests compare the real rollups with).
+    """
+    raw = [("d", f"{datetime.fromtimestamp(start + i * step_s, timezone.utc):%Y-%m-%d %H:%M:%S.%f}", "p", v,
+            (codes or {}).get(i, 0 if v is not None else 1)) for i, v in enumerate(values)]
     out = []
-    for r in q15_rows_from_samples(samples):
-        bucket = datetime.fromisoformat(r[2] + "+00:00").timestamp()
-        first = datetime.fromisoformat(r[8] + "+00:00").timestamp() if r[8] else None
-        last = datetime.fromisoformat(r[10] + "+00:00").timestamp() if r[10] else None
-        out.append(Q15Row(int(bucket), r[3], r[4], first, r[9], last, r[11], r[12], r[13], r[14], r[15], r[16]))
+    for (_, _, bucket), r in sorted(expected_q15(raw).items()):
+        first, last = (epoch(text) if text else None for text in (r[5], r[7]))
+        out.append(Q15Row(int(epoch(bucket)), r[0], r[1], first, r[6], last, r[8], r[9], r[10], r[11], r[12], r[13]))
     return out
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text + "+00:00").timestamp()
 
 
 STEADY = CounterRules(300)

@@ -1,33 +1,41 @@
-"""`susee report` end to end on MariaDB: the service runs on the simulator, then the report reads it.
+"""`susee report` end to end: the service runs on the simulator, its rows are rolled up, the report reads them.
 
-The Q15 rows are computed from what the service wrote to Raw by the TEST-ONLY
-reference rollup (tests/q15_reference.py) until the storage branch's service
-maintains them; everything after that is the real command line.
+On MariaDB the service runs a few ticks, then `susee rollup --from --to`
+recomputes the Q15 rows from what it wrote to Raw. The demo (SQLite) rolls
+up by itself, as `scripts/demo` does: only the service, then the report.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import signal
+import sqlite3
 import struct
+import time
 import zlib
 from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import yaml
 from openpyxl import load_workbook
 
-from susee.config import DatabaseTarget
+from tests.integration.storage_support import mariadb_query
 from tests.integration.test_cli import (  # noqa: F401 - simulator is a fixture
     DEMO_CONFIG,
+    finish,
     free_port,
     meters,
     mysql_url,
     run_cli,
     simulator,
+    sqlite_rows,
+    start_cli,
     write_site,
 )
-from tests.q15_reference import q15_rows_from_samples, raw_samples, write_q15
 
 PNG_SIZE = (1200, 800)  # outputs.PNG_SIZE_IN x PNG_DPI
 
@@ -47,7 +55,7 @@ def png_size_and_colours(data: bytes) -> tuple[tuple[int, int], int]:
 
 @pytest.fixture
 async def site(tmp_path, simulator, mariadb_target, job_id):  # noqa: F811 - the fixture imported above
-    """A site whose service ran a few ticks, with Q15 rows rolled up from its Raw rows."""
+    """A site whose service ran a few ticks, then `susee rollup` over the minutes it wrote; and its Raw rows."""
     devices = meters(simulator.port)
     devices[0]["tags"] = {"building": "A"}
     devices[1]["tags"] = {"building": "B"}
@@ -55,13 +63,17 @@ async def site(tmp_path, simulator, mariadb_target, job_id):  # noqa: F811 - the
                       timezone="Europe/Rome", virtual_meters={"rest": "d01 - d02"})
     result = await run_cli(tmp_path, "run", "--config", str(path), "--duration", "3")
     assert result.returncode == 0, result.stderr
-    samples = raw_samples(mariadb_target, job_id)
-    write_q15(mariadb_target, job_id, q15_rows_from_samples(samples))
-    return path, samples
+    raw = mariadb_query(mariadb_target, f"SELECT idDevice, idParam, `Date`, Value, Code FROM see{job_id}Raw")
+    first, last = min(row[2] for row in raw), max(row[2] for row in raw)
+    rolled = await run_cli(tmp_path, "rollup", "--config", str(path), "--from", f"{first:%Y-%m-%d %H:%M}",
+                           "--to", f"{last + timedelta(minutes=1):%Y-%m-%d %H:%M}")
+    assert rolled.returncode == 0 and "rolled up" in rolled.stdout, rolled.stderr
+    return path, raw
 
 
-def counter_rise(samples, device: str, param: str) -> float:
-    values = [v for d, p, t, v, code in sorted(samples, key=lambda s: s[2]) if (d, p) == (device, param) and not code]
+def counter_rise(raw, device: str, param: str) -> float:
+    """Last minus first good reading in Raw rows (idDevice, idParam, Date, Value, Code)."""
+    values = [v for d, p, _, v, code in sorted(raw, key=lambda r: r[2]) if (d, p) == (device, param) and not code]
     return values[-1] - values[0]
 
 
@@ -123,8 +135,24 @@ async def test_bad_arguments_exit_2_naming_the_culprit(tmp_path, mariadb_target,
     assert culprit in result.stderr
 
 
+def rolled_up_readings(database: Path, job: str) -> int:
+    """The fewest good counter (222) readings any demo meter has in Q15 (0 before the tables exist)."""
+    if not database.exists():
+        return 0
+    try:
+        rows = sqlite_rows(database, f"SELECT idDevice, SUM(Good) FROM see{job}Q15 WHERE idParam = '222'"
+                                     " GROUP BY idDevice")
+    except sqlite3.OperationalError:  # no table yet
+        return 0
+    return min((good for _, good in rows), default=0) if len(rows) == 3 else 0
+
+
 async def test_the_readme_demo_report_shows_real_figures(tmp_path):
-    """`susee report --config config/demo.yaml --last 1h --every 15min` after the demo ran (SQLite)."""
+    """`scripts/demo`, then `susee report --config config/demo.yaml --last 1h --every 15min` (SQLite).
+
+    Nothing but the service makes the rollups here, as in the demo; its
+    upkeep passes come quicker than the demo's to keep the test short.
+    """
     port = free_port()
     demo = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
     demo["simulator"]["port"] = port
@@ -132,19 +160,30 @@ async def test_the_readme_demo_report_shows_real_figures(tmp_path):
         device["port"] = port
     site = tmp_path / "demo.yaml"
     site.write_text(yaml.safe_dump(demo, sort_keys=False), encoding="utf-8")  # the demo's relative SQLite file
-    result = await run_cli(tmp_path, "--config", str(site), "--duration", "2.5", SUSEE_SAMPLE_TIME="1")
+    database, job = tmp_path / "susee-demo.db", demo["job_id"]
+    quick = {"SUSEE_SAMPLE_TIME": "1", "SUSEE_STORAGE__ROLLUP_EVERY": "0.3", "SUSEE_STORAGE__ROLLUP_OPEN_EVERY": "0.3"}
+    process = await start_cli(tmp_path, "--config", str(site), "--duration", "45", **quick)
+    try:
+        deadline = time.monotonic() + 40
+        while rolled_up_readings(database, job) < 2:  # two readings of each counter: a consumption
+            assert process.returncode is None and time.monotonic() < deadline, "the service rolled nothing up"
+            await asyncio.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        result = await finish(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
     assert result.returncode == 0, result.stderr
-    target = DatabaseTarget(kind="sqlite", database="x", path=tmp_path / "susee-demo.db")
-    samples = raw_samples(target, demo["job_id"])
-    write_q15(target, demo["job_id"], q15_rows_from_samples(samples))
 
-    shown = await run_cli(tmp_path, "report", "--config", str(site), "--last", "1h", "--every", "15min",
-                          SUSEE_SAMPLE_TIME="1")
+    shown = await run_cli(tmp_path, "report", "--config", str(site), "--last", "1h", "--every", "15min", **quick)
     assert shown.returncode == 0, shown.stderr
     rows = list(csv.DictReader(io.StringIO(shown.stdout)))
     reported = {(row["meter"], row["param"]) for row in rows}
     assert reported == {(device, param) for device in ("d00", "d01", "d02") for param in ("222", "226")}
+    raw = sqlite_rows(database, f'SELECT idDevice, idParam, Date, Value, Code FROM "see{job}Raw"')
     for device in ("d00", "d01", "d02"):
         energy = sum(float(row["energy"]) for row in rows if (row["meter"], row["param"]) == (device, "222")
                      and row["energy"])
-        assert energy == pytest.approx(counter_rise(samples, device, "222"), abs=2e-3) and energy > 0
+        # Ticks stored after the service's last upkeep pass are not in Q15 yet: at most what Raw holds.
+        assert 0 < energy <= counter_rise(raw, device, "222") + 2e-3

@@ -10,13 +10,15 @@ Dataset (Europe/Rome, samples every 5 minutes = 300 s, ticks on the minute):
   * Wed 2026-04-08 12:00: the counter is cleared (reads 0, then counts on).
 The week Thu 2026-04-02 .. Thu 2026-04-09 holds a Saturday (04-04), Easter
 Sunday (04-05) and Easter Monday (04-06, a national holiday: F3 all day).
-The Q15 rows come from tests/q15_reference.py (the storage branch's stand-in).
+The samples go through the real path: the sink's ``write`` into Raw, then
+``susee rollup --from --to`` (the command's own function) over each part of the
+dataset, then the report reads the Q15 rows the rollup made.
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -25,7 +27,9 @@ import pytest
 from susee.commands import load_site
 from susee.config import DatabaseTarget
 from susee.report.command import Report, build, parse_request
-from tests.q15_reference import q15_rows_from_samples, write_q15
+from susee.sample import Sample
+from susee.sinks import create_sink
+from susee.storage_commands import rollup
 
 ROME = ZoneInfo("Europe/Rome")
 STEP_S = 300
@@ -71,10 +75,8 @@ WEEK = [
 # far above what the PAC3200's max_power (10^8 W) gives in 5 minutes.
 PV = [(d, p, t, v + (1e10 if t >= local("2026-04-07T12:00") else 0), c)
       for d, p, t, v, c in constant("pv", "222", "2026-04-07T00:00", "2026-04-08T00:00", 100)]
-DST = [
-    *constant("main", "222", "2026-03-28T00:00", "2026-03-31T00:00", 300),
-    *constant("main", "222", "2026-10-24T00:00", "2026-10-27T00:00", 300, first=5_000_000.0),
-]
+SPRING = constant("main", "222", "2026-03-28T00:00", "2026-03-31T00:00", 300)
+AUTUMN = constant("main", "222", "2026-10-24T00:00", "2026-10-27T00:00", 300, first=5_000_000.0)
 
 SITE = """
 job_id: {job}
@@ -90,23 +92,43 @@ virtual_meters:
 """
 
 
+def utc_text(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
 @pytest.fixture(params=["sqlite", "mariadb"])
-def database(request, tmp_path, job_id) -> tuple[DatabaseTarget, str]:
-    """A database holding the dataset's Q15 rows, and the site URL to it."""
+async def database(request, tmp_path, job_id) -> tuple[DatabaseTarget, str]:
+    """A database holding the dataset in Raw and its Q15 rows, recomputed by ``susee rollup``; the site URL."""
     if request.param == "sqlite":
         target = DatabaseTarget(kind="sqlite", database="x", path=tmp_path / "site.db")
         url = f"sqlite:///{target.path}"
     else:
         target = request.getfixturevalue("mariadb_target")
         url = f"mysql://root@127.0.0.1:3306/{target.database}"
-    write_q15(target, job_id, q15_rows_from_samples(WEEK + DST + PV))
+    sink = create_sink(target, job_id)
+    try:
+        await sink.open()
+        await sink.migrate()
+        await sink.write([Sample(device, param, t, value, 5.0, code) for device, param, t, value, code
+                          in WEEK + PV + SPRING + AUTUMN])
+    finally:
+        await sink.close()
+    site = load_site(str(write_site(tmp_path, job_id, url)))
+    # Months lie between the parts: one range each keeps the recompute to the hours holding rows.
+    for part in (WEEK + PV, SPRING, AUTUMN):
+        ticks = [t for _, _, t, _, _ in part]
+        assert await rollup(site, utc_text(min(ticks)), utc_text(max(ticks) + 1)) == 0
     return target, url
 
 
-def report(tmp_path: Path, job_id: str, url: str, **options) -> Report:
+def write_site(tmp_path: Path, job_id: str, url: str) -> Path:
     config = tmp_path / "site.yaml"
     config.write_text(SITE.format(job=job_id, url=url))
-    site = load_site(str(config))
+    return config
+
+
+def report(tmp_path: Path, job_id: str, url: str, **options) -> Report:
+    site = load_site(str(write_site(tmp_path, job_id, url)))
     args = argparse.Namespace(**{"start": None, "end": None, "last": None, "every": "day", "by": "device",
                                  "params": None, "tariff": "arera", "devices": None, "out": None, **options})
     return build(site.settings, site.plans, site.path, parse_request(args, ROME, 0))
