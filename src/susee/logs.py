@@ -37,6 +37,9 @@ def setup(level: str, log_format: str = "text", worker: tuple[int, int] | None =
         handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its errors are ours to report, as codes
+    # Python warnings (e.g. a driver's note that MariaDB skipped a table under
+    # concurrent DDL) go through the same handler: one format, JSON included.
+    logging.captureWarnings(True)
 
 
 def device_of(record: logging.LogRecord) -> str | None:
