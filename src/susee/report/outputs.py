@@ -50,6 +50,7 @@ def table(report: Report, figures: Iterable[Figure] | None = None) -> list[list[
             p = active.get((f.meter, f.interval.start_s, f.band))
             if p:  # neither None nor zero
                 ratio = 100.0 * f.energy / p
+            if p is not None and (p or f.energy):  # no active energy but some reactive: cos phi 0
                 cos_phi = p / float(np.hypot(p, f.energy))
         rows.append([
             f.meter, f.param, f.unit, f.band, f.interval.label, _local(f.interval.end_s, report), f.hours,
