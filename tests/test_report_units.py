@@ -11,7 +11,7 @@ import pytest
 
 from susee.config import ConfigError, load_settings
 from susee.report.energy import JUMP, RESET, WRAP, CounterRules, Q15Row, counter_series
-from susee.report.groups import ExpressionError, parse_expression
+from susee.expressions import ExpressionError, parse_expression
 from susee.report.intervals import intervals, parse_duration, parse_local
 from susee.report.tariffs import TariffError, load_calendar
 from tests.integration.storage_support import expected_q15

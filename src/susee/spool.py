@@ -220,7 +220,7 @@ class Spool:
             if self.when_full == "stop_polling":
                 raise SpoolFull(f"spool {self.folder} is full ({self._bytes} of {self.max_bytes} bytes)")
             dropped = self._drop_oldest(self._bytes + cost - self.max_bytes)
-        elif not force and self._rows and (short := self._disk_short_by(cost)) > 0:
+        elif not force and self._rows and self._disk_short_by(cost) > 0:
             # The disk is nearly full: the same policy, while SQLite still has room to delete.
             if self.when_full == "stop_polling":
                 raise SpoolFull(f"spool {self.folder}: the disk is full (less than {self._margin} bytes free)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from susee.expressions import ExpressionError, parse_expression  # noqa: F401 (the report's names for them)
-
 UNTAGGED = "(untagged)"
 
 

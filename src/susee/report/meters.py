@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from susee.devices import DevicePlan
 from susee.report.aggregate import Composite, combine
 from susee.report.energy import CounterRules
-from susee.report.groups import parse_expression, tag_groups
+from susee.expressions import parse_expression
+from susee.report.groups import tag_groups
 
 
 class Culprit(ValueError):

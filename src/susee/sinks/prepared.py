@@ -36,7 +36,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from susee.config import ID_PATTERN
-from susee.quality import Code
 from susee.sinks import NOT_A_DOUBLE, as_double
 from susee.sinks.packets import read_packet, send_command
 from susee.ticks import MICROS
