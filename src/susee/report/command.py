@@ -19,7 +19,10 @@ import numpy as np
 
 from susee.config import Settings
 from susee.devices import DevicePlan
-from susee.report.aggregate import Composite, Figure, combine, figures, layers
+from susee.report.aggregate import Composite, Figure, combine, figure_rows, figures, layers
+from susee.report.daily import DaySource, reduce_cells, usable
+from susee.report.days import DayGrid, DayRows, site_calendar
+from susee.report.energy import GapSpan
 from susee.report.energy import counter_series
 from susee.report.intervals import BUCKET_S, Interval, intervals, parse_duration, parse_local
 from susee.report.meters import (
@@ -112,7 +115,8 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
           progress: bool = False) -> Report:
     """Read the rollups and compute every figure; Culprit, TariffError or ReadError on failure."""
     zone = ZoneInfo(settings.timezone)
-    calendar = load_calendar(request.tariff, config_path.parent) if request.tariff else None
+    tariff = request.tariff or settings.tariff  # the site's tariff is the default
+    calendar = None if tariff.lower() == "none" else load_calendar(tariff, config_path.parent)
     plans = [plan for plan in plans if plan.profile is not None]
     counters = {plan.id: device_counters(plan, settings.sample_time) for plan in plans}
     tags = {device.id: device.tags for device in settings.devices}
@@ -125,7 +129,15 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
     collector = _Collector(Report(zone, request.every, calendar, spans, grid_start=spans[0].start_s), rows, counters)
     target, end_s = settings.database_target(), spans[-1].end_s
     chunks = [plans[i:i + CHUNK_DEVICES] for i in range(0, len(plans), CHUNK_DEVICES)]
+    source = _day_source(settings, request, calendar, collector, [
+        counters[plan.id][param] for plan in plans for param in params if param in counters[plan.id]])
     for chunk in _progress(chunks, progress, "meters", CHUNK_DEVICES):
+        if source is not None:  # day or month intervals: from the daily rollups
+            wanted = [counters[plan.id][param] for plan in chunk for param in params if param in counters[plan.id]]
+            elements = source.read(wanted)
+            for counter in wanted:
+                collector.device_days(counter, *elements[(counter.device, counter.param)], source.grid)
+            continue
         keys = [(plan.id, part) for plan in chunk for param in params
                 if param in counters[plan.id] for _, part, _ in counters[plan.id][param].terms]
         found = read_rows(target, settings.job_id, keys, spans[0].start_s, end_s)
@@ -136,6 +148,22 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
     collector.finish(params)
     _sort(collector.report, rows, params)
     return collector.report
+
+
+def _day_source(settings: Settings, request: Request, calendar: Calendar | None, collector: _Collector,
+                wanted: list[Counter]) -> DaySource | None:
+    """The daily rollups when they can give this report's figures: day or month intervals of devices (not virtual
+    meters or tag groups: their peak is the peak of a sum) and no PNG (its load profile is 15-minute)."""
+    if collector.combined_rows or (request.out is not None and request.out.suffix.lower() == ".png"):
+        return None
+    if request.every not in ("day", "month"):
+        return None
+    site = site_calendar(settings)
+    if not usable(request.every, calendar, site, settings.timezone, wanted):
+        return None
+    report = collector.report
+    return DaySource(settings.database_target(), settings.job_id, settings.timezone, site, report.grid_start,
+                     report.intervals[-1].end_s)
 
 
 class _Collector:
@@ -177,6 +205,18 @@ class _Collector:
                                               else combine([(1, before[1]), (1, composite)]))
         if device in self.device_rows:
             self._add(device, param, counter.unit, composite)
+
+    def device_days(self, counter: Counter, rows: DayRows, spans: list[GapSpan], grid: DayGrid) -> None:
+        """One device's counter from its daily elements (``DaySource``)."""
+        report = self.report
+        sample_time_s = counter.terms[0][2].sample_time_s
+        per_interval, whole = self.layers
+        for layers_of, spans_of in ((per_interval, report.intervals), (whole, self.whole)):
+            shown = report.rows if spans_of is report.intervals else report.totals
+            for layer in layers_of:
+                if layer.cells:
+                    shown.extend(figure_rows(counter.device, counter.param, counter.unit, layer, spans_of,
+                                             report.zone, reduce_cells(rows, spans, grid, layer, sample_time_s)))
 
     def finish(self, params: list[str]) -> None:
         """Figures of the virtual meters and tag groups, once every device is in."""
