@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from datetime import datetime, timedelta
@@ -73,12 +74,35 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None) -> in
     try:
         await sink.open()
         await sink.migrate()
-        return await sink.session("rollup", work)
+        code = await sink.session("rollup", work)
     except SinkError as exc:
         print(f"database {sink.target}: {exc}")
         return 1
     finally:
         await sink.close()
+    if code == 0 and start is not None and end is not None:
+        await daily_rollups(site, start, end)
+    return code
+
+
+async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:
+    """The daily rollups of the local days [start, end) (naive UTC) touches, and of the days its gaps reach."""
+    try:
+        from susee.report.daybuild import build_days, site_counters
+        from susee.report.days import site_calendar
+    except ImportError as exc:
+        print(f"daily rollups not built: they need the report extra (pip install 'susee[report]'): {exc}")
+        return
+    settings = site.settings
+    began = time.perf_counter()
+    days = await asyncio.to_thread(
+        build_days, settings.database_target(), settings.job_id, site_counters(site.plans, settings.sample_time),
+        settings.timezone, site_calendar(settings), _epoch(start), _epoch(end))
+    print(f"daily rollups: {days} local day(s) built in {time.perf_counter() - began:.1f} s")
+
+
+def _epoch(moment: datetime) -> float:
+    return (moment - datetime(1970, 1, 1)).total_seconds()
 
 
 def _progress(total: int | None, unit: str = "bucket"):

@@ -75,6 +75,10 @@ class Report:
     # (meter, param) -> mean W per 15 minutes (NaN unknown), for load profiles
     profiles: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     grid_start: int = 0
+    # Where the figures came from: daily rows read, and days computed from Q15 because the
+    # daily rollups did not cover them (both 0: the 15-minute path).
+    day_rows_read: int = 0
+    days_from_q15: int = 0
 
 
 def parse_request(args: argparse.Namespace, zone: ZoneInfo, now_s: float) -> Request:
@@ -112,8 +116,11 @@ def _when(option: str, text: str, zone: ZoneInfo) -> int:
 
 
 def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, request: Request,
-          progress: bool = False) -> Report:
-    """Read the rollups and compute every figure; Culprit, TariffError or ReadError on failure."""
+          progress: bool = False, use_days: bool = True) -> Report:
+    """Read the rollups and compute every figure; Culprit, TariffError or ReadError on failure.
+
+    Day and month intervals come from the daily rollups when they can (``use_days``; the same figures).
+    """
     zone = ZoneInfo(settings.timezone)
     tariff = request.tariff or settings.tariff  # the site's tariff is the default
     calendar = None if tariff.lower() == "none" else load_calendar(tariff, config_path.parent)
@@ -129,8 +136,8 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
     collector = _Collector(Report(zone, request.every, calendar, spans, grid_start=spans[0].start_s), rows, counters)
     target, end_s = settings.database_target(), spans[-1].end_s
     chunks = [plans[i:i + CHUNK_DEVICES] for i in range(0, len(plans), CHUNK_DEVICES)]
-    source = _day_source(settings, request, calendar, collector, [
-        counters[plan.id][param] for plan in plans for param in params if param in counters[plan.id]])
+    wanted = [counters[plan.id][param] for plan in plans for param in params if param in counters[plan.id]]
+    source = _day_source(settings, request, calendar, collector, wanted) if use_days else None
     for chunk in _progress(chunks, progress, "meters", CHUNK_DEVICES):
         if source is not None:  # day or month intervals: from the daily rollups
             wanted = [counters[plan.id][param] for plan in chunk for param in params if param in counters[plan.id]]
@@ -146,6 +153,8 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
                 if param in counters[plan.id]:
                     collector.device(counters[plan.id][param], found)
     collector.finish(params)
+    if source is not None:
+        collector.report.day_rows_read, collector.report.days_from_q15 = source.rows_read, source.days_computed
     _sort(collector.report, rows, params)
     return collector.report
 

@@ -1,0 +1,79 @@
+"""Keeps the daily rollups following the Q15 buckets the service's upkeep recomputes.
+
+The upkeep hands over every bucket it recomputed (``touch``). A day that is
+over (late data, or its last bucket just closed) is rebuilt at the next pass;
+today's day, whose open bucket is recomputed every few seconds, at most every
+``OPEN_EVERY_S``. A rebuild reaches back and forward to the good readings
+bracketing the touched buckets (``daybuild``). The work is synchronous (the
+report's reader and arithmetic): the upkeep runs ``build`` in a thread.
+Touched buckets are kept in memory until built: a build that fails is retried
+at the next pass; a process that dies first leaves those days as they were
+(``susee rollup --from --to`` rebuilds them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from susee.config import Settings
+from susee.devices import DevicePlan
+from susee.report.daybuild import build_days, local_midnight, site_counters
+from susee.report.days import site_calendar
+from susee.report.intervals import BUCKET_S
+
+log = logging.getLogger(__name__)
+
+# Today's day is rebuilt at this pace: its figures in a report lag Q15 by at most this.
+OPEN_EVERY_S = 900.0
+# Touched buckets further apart than this are rebuilt as separate ranges.
+SPLIT_S = 86_400
+
+
+class DayKeeper:
+    """Rebuilds the days of recomputed Q15 buckets; ``stats`` says how many."""
+
+    def __init__(self, settings: Settings, plans: Sequence[DevicePlan], open_every_s: float = OPEN_EVERY_S) -> None:
+        self.target = settings.database_target()
+        self.job_id = settings.job_id
+        self.zone_name = settings.timezone
+        self.zone = ZoneInfo(settings.timezone)
+        self.calendar = site_calendar(settings)  # TariffError for a bad site tariff: at start
+        self.counters = site_counters(plans, settings.sample_time)
+        self.open_every_s = open_every_s
+        self.pending: set[float] = set()  # bucket starts, epoch s
+        self.last_open_s: float | None = None
+        self.days_built = 0
+
+    def touch(self, buckets: Iterable[datetime]) -> None:
+        """Buckets (naive UTC) whose Q15 rows were recomputed."""
+        self.pending.update(bucket.replace(tzinfo=timezone.utc).timestamp() for bucket in buckets)
+
+    def due(self, now_s: float) -> bool:
+        """A closed day is touched, or today's was built longer than ``open_every_s`` ago."""
+        if not self.pending or not self.counters:
+            return False
+        if min(self.pending) < local_midnight(now_s, self.zone):
+            return True
+        return self.last_open_s is None or now_s - self.last_open_s >= self.open_every_s
+
+    def build(self, now_s: float) -> int:
+        """Rebuild the touched days (run in a thread); returns the days built."""
+        taken = sorted(self.pending)
+        ranges: list[list[float]] = []
+        for bucket in taken:
+            if ranges and bucket - ranges[-1][1] <= SPLIT_S:
+                ranges[-1][1] = bucket + BUCKET_S
+            else:
+                ranges.append([bucket, bucket + BUCKET_S])
+        days = 0
+        for start, end in ranges:
+            days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start, end)
+        self.pending.difference_update(taken)
+        if taken[-1] + BUCKET_S > local_midnight(now_s, self.zone):
+            self.last_open_s = now_s
+        self.days_built += days
+        log.debug("daily rollups: %d day(s) rebuilt for %d counter(s)", days, len(self.counters))
+        return days
