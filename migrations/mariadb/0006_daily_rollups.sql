@@ -6,7 +6,10 @@
 -- see<job>DayGap keeps the gaps whose energy was apportioned (the report
 -- decides per interval whether that share is estimated), see<job>DaySpec
 -- per counter what the rows were built for (time zone, tariff, counter
--- rules) and which days they cover.
+-- rules) and which days they cover. Packed holds the row's values again as
+-- 10 little-endian doubles (day since 1970, band, then Energy .. PeakAt, NaN
+-- for NULL): a report reads a year of a counter as one GROUP_CONCAT of them,
+-- which the server copies instead of formatting ~10 M doubles as text.
 
 CREATE TABLE IF NOT EXISTS `see{job}Day` (
     idDevice VARCHAR(20) NOT NULL,
@@ -21,6 +24,7 @@ CREATE TABLE IF NOT EXISTS `see{job}Day` (
     Flags INT NOT NULL,
     Peak DOUBLE NULL,
     PeakAt BIGINT NULL,
+    Packed BINARY(80) NOT NULL,
     PRIMARY KEY (idDevice, idParam, `Day`, Band)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin PAGE_COMPRESSED=1;
 

@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS "see{job}Day" (
     Flags INTEGER NOT NULL,
     Peak DOUBLE,
     PeakAt INTEGER,
+    Packed BLOB NOT NULL,
     PRIMARY KEY (idDevice, idParam, Day, Band)
 );
 

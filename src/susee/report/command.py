@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,7 +20,7 @@ import numpy as np
 
 from susee.config import Settings
 from susee.devices import DevicePlan
-from susee.report.aggregate import Composite, Figure, combine, figure_rows, figures, layers
+from susee.report.aggregate import ALL, Composite, Figure, combine, figure_rows, figures, layers
 from susee.report.daily import DaySource, reduce_cells, usable
 from susee.report.days import DayGrid, DayRows, site_calendar
 from susee.report.energy import GapSpan
@@ -138,13 +139,10 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
     chunks = [plans[i:i + CHUNK_DEVICES] for i in range(0, len(plans), CHUNK_DEVICES)]
     wanted = [counters[plan.id][param] for plan in plans for param in params if param in counters[plan.id]]
     source = _day_source(settings, request, calendar, collector, wanted) if use_days else None
-    for chunk in _progress(chunks, progress, "meters", CHUNK_DEVICES):
-        if source is not None:  # day or month intervals: from the daily rollups
-            wanted = [counters[plan.id][param] for plan in chunk for param in params if param in counters[plan.id]]
-            elements = source.read(wanted)
-            for counter in wanted:
-                collector.device_days(counter, *elements[(counter.device, counter.param)], source.grid)
-            continue
+    if source is not None:  # day or month intervals: from the daily rollups
+        _from_days(source, [[counters[plan.id][param] for plan in chunk for param in params if param in counters[plan.id]]
+                            for chunk in chunks], params, collector, progress)
+    for chunk in _progress(chunks if source is None else [], progress, "meters", CHUNK_DEVICES):
         keys = [(plan.id, part) for plan in chunk for param in params
                 if param in counters[plan.id] for _, part, _ in counters[plan.id][param].terms]
         found = read_rows(target, settings.job_id, keys, spans[0].start_s, end_s)
@@ -155,8 +153,26 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
     collector.finish(params)
     if source is not None:
         collector.report.day_rows_read, collector.report.days_from_q15 = source.rows_read, source.days_computed
-    _sort(collector.report, rows, params)
+    _sort(collector.report, rows, params, rows_sorted=source is not None)
     return collector.report
+
+
+def _from_days(source: DaySource, chunks: list[list[Counter]], params: list[str], collector: _Collector,
+               progress: bool) -> None:
+    """Every device's figures from its daily elements. The next chunk is read in a thread while this one is
+    computed: the server formats its rows meanwhile."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(source.read, chunks[0]) if chunks else None
+        for number in _progress(list(range(len(chunks))), progress, "meters", CHUNK_DEVICES):
+            assert ahead is not None
+            elements = ahead.result()
+            if number + 1 < len(chunks):
+                ahead = pool.submit(source.read, chunks[number + 1])
+            by_device: dict[str, list] = {}
+            for counter in chunks[number]:
+                by_device.setdefault(counter.device, []).append((counter, *elements[(counter.device, counter.param)]))
+            for parts in by_device.values():
+                collector.device_days(parts, params, source.grid)
 
 
 def _day_source(settings: Settings, request: Request, calendar: Calendar | None, collector: _Collector,
@@ -195,6 +211,7 @@ class _Collector:
         for meter in self.combined_rows:
             for _, device in meter.terms if meter.group else ():
                 self.groups_of.setdefault(device, []).append(meter)
+        self.labels: dict[int, str] = {}  # local time texts of peak instants
         self.kept: dict[str, dict[str, Composite]] = {}  # parts of virtual meters
         self.sums: dict[tuple[str, str], tuple[str, Composite]] = {}  # tag groups, summed as devices arrive
 
@@ -215,17 +232,34 @@ class _Collector:
         if device in self.device_rows:
             self._add(device, param, counter.unit, composite)
 
-    def device_days(self, counter: Counter, rows: DayRows, spans: list[GapSpan], grid: DayGrid) -> None:
-        """One device's counter from its daily elements (``DaySource``)."""
+    def device_days(self, parts: list[tuple[Counter, DayRows, list[GapSpan]]], params: list[str],
+                    grid: DayGrid) -> None:
+        """One device's counters from their daily elements (``DaySource``); its rows are added in report order
+        (interval, band, param), ordered with numpy rather than by a per-row sort key."""
         report = self.report
-        sample_time_s = counter.terms[0][2].sample_time_s
         per_interval, whole = self.layers
-        for layers_of, spans_of in ((per_interval, report.intervals), (whole, self.whole)):
-            shown = report.rows if spans_of is report.intervals else report.totals
-            for layer in layers_of:
+        calendar = report.calendar
+        band_rank = {ALL: -1, **{band: i for i, band in enumerate(calendar.bands if calendar else ())},
+                     **{band: 100 + i for i, band in enumerate(sorted(calendar.combined if calendar else ()))}}
+        rows: list[Figure] = []
+        keys: list[np.ndarray] = []
+        for counter, elements, spans in parts:
+            sample_time_s = counter.terms[0][2].sample_time_s
+            for layer in per_interval:
                 if layer.cells:
-                    shown.extend(figure_rows(counter.device, counter.param, counter.unit, layer, spans_of,
-                                             report.zone, reduce_cells(rows, spans, grid, layer, sample_time_s)))
+                    rows.extend(figure_rows(counter.device, counter.param, counter.unit, layer, report.intervals,
+                                            report.zone, reduce_cells(elements, spans, grid, layer, sample_time_s),
+                                            self.labels))
+                    cells = np.array([(i, band_rank[b]) for i, b in layer.cells], dtype=np.int64).reshape(-1, 2)
+                    keys.append(np.column_stack([cells, np.full(len(cells), params.index(counter.param))]))
+            for layer in whole:
+                if layer.cells:
+                    report.totals.extend(figure_rows(
+                        counter.device, counter.param, counter.unit, layer, self.whole, report.zone,
+                        reduce_cells(elements, spans, grid, layer, sample_time_s), self.labels))
+        if rows:
+            key = np.concatenate(keys)
+            report.rows.extend(rows[i] for i in np.lexsort((key[:, 2], key[:, 1], key[:, 0])).tolist())
 
     def finish(self, params: list[str]) -> None:
         """Figures of the virtual meters and tag groups, once every device is in."""
@@ -241,16 +275,16 @@ class _Collector:
         per_interval, whole = self.layers
         for layer in per_interval:
             report.rows.extend(figures(meter, param, unit, composite, layer, report.intervals,
-                                       report.grid_start, report.zone))
+                                       report.grid_start, report.zone, self.labels))
         for layer in whole:
             report.totals.extend(figures(meter, param, unit, composite, layer, self.whole,
-                                         report.grid_start, report.zone))
+                                         report.grid_start, report.zone, self.labels))
         shown = {m for m, _ in report.profiles}
         if len(shown) < PROFILE_METERS or meter in shown:
             report.profiles[(meter, param)] = composite.energy * (3600 / BUCKET_S)
 
 
-def _sort(report: Report, rows: list[Meter], params: list[str]) -> None:
+def _sort(report: Report, rows: list[Meter], params: list[str], rows_sorted: bool = False) -> None:
     meter_rank = {meter.name: index for index, meter in enumerate(rows)}
     param_rank = {param: index for index, param in enumerate(params)}
     bands = {"all": -1, **{band: i for i, band in enumerate(report.calendar.bands if report.calendar else ())}}
@@ -259,7 +293,8 @@ def _sort(report: Report, rows: list[Meter], params: list[str]) -> None:
         return (meter_rank[figure.meter], figure.interval.start_s, bands.get(figure.band, 99), figure.band,
                 param_rank[figure.param])
 
-    report.rows.sort(key=key)
+    if not rows_sorted:
+        report.rows.sort(key=key)
     report.totals.sort(key=key)
 
 

@@ -20,8 +20,9 @@ from susee.config import DatabaseTarget
 from susee.report.days import EPOCH_ORDINAL, DayGrid, DayRows, Gap
 from susee.report.reader import PACKED_MAX_BYTES, Key
 
-# A Day row read back: day, band, then the DayRows columns in order.
+# The DayRows columns of a Day row; ``Packed`` repeats them, after day and band, as doubles.
 COLUMNS = ("Energy", "Magnitude", "Known", "Good", "Codes", "Flags", "Peak", "PeakAt")
+PACKED_WIDTH = 2 + len(COLUMNS)
 _DAYS = {"mysql": "DATEDIFF({0}, '1970-01-01')", "sqlite": "CAST(julianday({0}) - 2440587.5 AS INTEGER)"}
 # SQLite waits this long for the service's writer instead of failing at once.
 SQLITE_BUSY_S = 30
@@ -90,20 +91,20 @@ def write(conn: Any, target: DatabaseTarget, job_id: str, grid: DayGrid, rows: d
     cursor.execute(f"DELETE FROM see{job_id}DayGap WHERE {where} AND T1 > {mark} AND T0 < {mark}",
                    [*args, grid.start_s, grid.start_s + grid.count * 900])
     days = [day_text(int(d)) for d in grid.element_day]
-    bands = [int(b) for b in grid.element_band]
     values = []
     for (device, param), found in rows.items():
-        present = (found.known > 0) | (found.good > 0) | (found.codes != 0)  # no row: nothing at all
-        for number in np.nonzero(present)[0]:
-            peak = float(found.peak[number])
-            values.append((device, param, days[number], bands[number], float(found.energy[number]),
-                           float(found.magnitude[number]), int(found.known[number]), int(found.good[number]),
-                           int(found.codes[number]), int(found.flags[number]),
-                           None if np.isnan(peak) else peak,
-                           None if found.peak_at[number] < 0 else int(found.peak_at[number])))
-    marks = ", ".join([mark] * 12)
+        present = np.nonzero((found.known > 0) | (found.good > 0) | (found.codes != 0))[0]  # no row: nothing at all
+        packed = packed_rows(grid, found, present)
+        columns = [found.energy[present].tolist(), found.magnitude[present].tolist(), found.known[present].tolist(),
+                   found.good[present].tolist(), found.codes[present].tolist(), found.flags[present].tolist(),
+                   [None if np.isnan(v) else v for v in found.peak[present].tolist()],
+                   [None if v < 0 else v for v in found.peak_at[present].tolist()]]
+        for row, number in enumerate(present.tolist()):
+            values.append((device, param, days[number], int(grid.element_band[number]),
+                           *(column[row] for column in columns), packed[row]))
+    marks = ", ".join([mark] * 13)
     if values:
-        cursor.executemany(f"INSERT INTO see{job_id}Day (idDevice, idParam, {day}, Band, {', '.join(COLUMNS)})"
+        cursor.executemany(f"INSERT INTO see{job_id}Day (idDevice, idParam, {day}, Band, {', '.join(COLUMNS)}, Packed)"
                            f" VALUES ({marks})", values)
     spans = [(device, param, t0, t1, delta) for (device, param), found in gaps.items() for t0, t1, delta in found]
     if spans:
@@ -124,6 +125,15 @@ def write(conn: Any, target: DatabaseTarget, job_id: str, grid: DayGrid, rows: d
     conn.commit()
 
 
+def packed_rows(grid: DayGrid, found: DayRows, present: np.ndarray) -> list[bytes]:
+    """The ``Packed`` value of each element in ``present``: its PACKED_WIDTH values as little-endian doubles."""
+    table = np.column_stack([grid.element_day[present], grid.element_band[present], found.energy[present],
+                             found.magnitude[present], found.known[present], found.good[present],
+                             found.codes[present], found.flags[present], found.peak[present],
+                             np.where(found.peak_at[present] < 0, np.nan, found.peak_at[present])]).astype("<f8")
+    return [row.tobytes() for row in table]
+
+
 def read_specs(conn: Any, target: DatabaseTarget, job_id: str,
                keys: Sequence[Key]) -> dict[Key, tuple[str, int, int]]:
     """(spec, first day, end day) per key that has daily rows."""
@@ -138,32 +148,29 @@ def read_specs(conn: Any, target: DatabaseTarget, job_id: str,
 
 def read_rows(conn: Any, target: DatabaseTarget, job_id: str, keys: Sequence[Key], first_day: int,
               end_day: int) -> dict[Key, np.ndarray]:
-    """Day rows of ``keys`` for days [first_day, end_day): per key an array (day, band, *COLUMNS), NaN for NULL."""
+    """Day rows of ``keys`` for days [first_day, end_day): per key an array (day, band, *COLUMNS), NaN for NULL
+    (their ``Packed`` values)."""
     where, args = _keys_sql(target, keys)
     mark = "%s" if target.kind == "mysql" else "?"
     day = "`Day`" if target.kind == "mysql" else "Day"
-    values = [_DAYS[target.kind].format(day), "Band", *(f"COALESCE({c}, 'nan')" if c.startswith("Peak") else c
-                                                      for c in COLUMNS)]
     cursor = conn.cursor()
-    rows: dict[Key, list[np.ndarray]] = defaultdict(list)
+    parts: dict[Key, list[bytes]] = defaultdict(list)
     wanted = set(keys)
     span = [*args, day_text(first_day), day_text(end_day)]
     if target.kind == "mysql":
-        # One packed text per key (see reader.read_rows: pymysql decodes rows slowly).
+        # One binary string per key: the server copies the packed rows (formatting
+        # doubles as text was most of a report's time), numpy reads them as they are.
         cursor.execute("SET SESSION group_concat_max_len = %s", (PACKED_MAX_BYTES,))
-        cursor.execute(f"SELECT idDevice, idParam, GROUP_CONCAT(CONCAT_WS(',', {', '.join(values)}) SEPARATOR ',')"
-                       f" FROM see{job_id}Day WHERE {where} AND {day} >= {mark} AND {day} < {mark}"
-                       " GROUP BY idDevice, idParam", span)
-        for device, param, text in cursor.fetchall():
-            if (device, param) in wanted:
-                rows[(device, param)].append(np.array(text.split(","), dtype=np.float64).reshape(-1, 10))
+        cursor.execute(f"SELECT idDevice, idParam, GROUP_CONCAT(Packed SEPARATOR '') FROM see{job_id}Day"
+                       f" WHERE {where} AND {day} >= {mark} AND {day} < {mark} GROUP BY idDevice, idParam", span)
     else:
-        cursor.execute(f"SELECT idDevice, idParam, {', '.join(values)} FROM see{job_id}Day"
+        cursor.execute(f"SELECT idDevice, idParam, Packed FROM see{job_id}Day"
                        f" WHERE {where} AND {day} >= ? AND {day} < ?", span)
-        for row in cursor.fetchall():
-            if (row[0], row[1]) in wanted:
-                rows[(row[0], row[1])].append(np.array([row[2:]], dtype=np.float64))
-    return {key: np.concatenate(parts) for key, parts in rows.items()}
+    for device, param, blob in cursor.fetchall():
+        if (device, param) in wanted:
+            parts[(device, param)].append(bytes(blob))
+    return {key: np.frombuffer(b"".join(blobs), dtype="<f8").reshape(-1, PACKED_WIDTH)
+            for key, blobs in parts.items()}
 
 
 def read_gaps(conn: Any, target: DatabaseTarget, job_id: str, keys: Sequence[Key], start_s: int,
