@@ -98,7 +98,7 @@ async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:
     days = await asyncio.to_thread(
         build_days, settings.database_target(), settings.job_id, site_counters(site.plans, settings.sample_time),
         settings.timezone, site_calendar(settings), _epoch(start), _epoch(end))
-    print(f"daily rollups: {days} local day(s) built in {time.perf_counter() - began:.1f} s")
+    print(f"daily rollups: {days} counter-day(s) built in {time.perf_counter() - began:.1f} s")
 
 
 def _epoch(moment: datetime) -> float:

@@ -55,8 +55,12 @@ def local_midnight(t: float, zone: ZoneInfo, after: bool = False) -> int:
 
 def build_days(target: DatabaseTarget, job_id: str, counters: Sequence[Counter], zone_name: str,
                calendar: Calendar | None, start_s: float, end_s: float, extend: bool = True) -> int:
-    """(Re)build the daily rows of the local days covering [start_s, end_s) for ``counters``; returns the days
-    built (0 when the tables do not exist yet)."""
+    """(Re)build the daily rows of the local days covering [start_s, end_s) for ``counters``; returns the
+    counter-days built (0 when the tables do not exist yet).
+
+    With ``extend``, each counter's range reaches its own bracketing good readings: a meter offline for a
+    month widens its own rebuild, not every meter's.
+    """
     zone = ZoneInfo(zone_name)
     keys = [(counter.device, counter.param) for counter in counters]
     if not keys:
@@ -64,22 +68,24 @@ def build_days(target: DatabaseTarget, job_id: str, counters: Sequence[Counter],
     with connection(target, writable=True) as conn:
         if not has_tables(conn, target, job_id):
             return 0
-        if extend:
-            start_s, end_s = _bracketed(conn, target, job_id, keys, start_s, end_s)
-    start, end = local_midnight(start_s, zone), local_midnight(end_s, zone, after=True)
-    if end <= start:
-        return 0
+        reach = _bracketed(conn, target, job_id, keys, start_s, end_s) if extend else {}
+    groups: dict[tuple[int, int], list[Counter]] = {}
+    for counter, key in zip(counters, keys):
+        first, last = reach.get(key, (start_s, end_s))
+        span = (local_midnight(first, zone), local_midnight(last, zone, after=True))
+        groups.setdefault(span, []).append(counter)
     specs = {(c.device, c.param): spec_of(zone_name, calendar, c.terms[0][2]) for c in counters}
-    days = 0
-    step_start = start
-    while step_start < end:
-        step_end = min(end, local_midnight(step_start + STEP_DAYS * 86400 + 3 * 3600, zone))
-        grid = day_grid(step_start, step_end, zone, calendar)
-        for first in range(0, len(counters), CHUNK_DEVICES):
-            _build_chunk(target, job_id, counters[first:first + CHUNK_DEVICES], grid, specs)
-        days += grid.days
-        step_start = step_end
-    return days
+    built = 0
+    for (start, end), members in sorted(groups.items()):
+        step_start = start
+        while step_start < end:
+            step_end = min(end, local_midnight(step_start + STEP_DAYS * 86400 + 3 * 3600, zone))
+            grid = day_grid(step_start, step_end, zone, calendar)
+            for first_index in range(0, len(members), CHUNK_DEVICES):
+                _build_chunk(target, job_id, members[first_index:first_index + CHUNK_DEVICES], grid, specs)
+            built += grid.days * len(members)
+            step_start = step_end
+    return built
 
 
 def _build_chunk(target: DatabaseTarget, job_id: str, counters: Sequence[Counter], grid: DayGrid,
@@ -99,8 +105,9 @@ def _build_chunk(target: DatabaseTarget, job_id: str, counters: Sequence[Counter
 
 
 def _bracketed(conn, target: DatabaseTarget, job_id: str, keys: Sequence[Key], start_s: float,  # type: ignore[no-untyped-def]
-               end_s: float) -> tuple[float, float]:
-    """[start_s, end_s) widened to the last good bucket before it and the first good one after it (any key)."""
+               end_s: float) -> dict[Key, tuple[float, float]]:
+    """Per key, [start_s, end_s) widened to its last good bucket before and its first good bucket after
+    (within the reader's bracket)."""
     mark = "%s" if target.kind == "mysql" else "?"
     table = q15_table(job_id)
     devices = sorted({d for d, _ in keys})
@@ -108,15 +115,16 @@ def _bracketed(conn, target: DatabaseTarget, job_id: str, keys: Sequence[Key], s
     where = (f"idDevice IN ({', '.join([mark] * len(devices))}) AND idParam IN ({', '.join([mark] * len(params))})"
              f" AND Good > 0 AND Bucket >= {mark} AND Bucket < {mark}")
     cursor = conn.cursor()
-    result = [start_s, end_s]
+    result = {key: [start_s, end_s] for key in keys}
     for number, (pick, low, high) in enumerate((("MAX", start_s - BRACKET_S, start_s),
                                                 ("MIN", end_s, end_s + BRACKET_S))):
-        cursor.execute(f"SELECT {'MIN' if pick == 'MAX' else 'MAX'}(b) FROM (SELECT {pick}(Bucket) AS b FROM {table}"
-                       f" WHERE {where} GROUP BY idDevice, idParam) x",
-                       [*devices, *params, utc_text(low), utc_text(high)])
-        (value,) = cursor.fetchone()
-        if value is not None:
+        cursor.execute(f"SELECT idDevice, idParam, {pick}(Bucket) FROM {table} WHERE {where}"
+                       " GROUP BY idDevice, idParam", [*devices, *params, utc_text(low), utc_text(high)])
+        for device, param, value in cursor.fetchall():
+            if (device, param) not in result or value is None:
+                continue
             moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
             seconds = moment.replace(tzinfo=timezone.utc).timestamp()
-            result[number] = min(start_s, seconds) if number == 0 else max(end_s, seconds + BUCKET_S)
-    return result[0], result[1]
+            reach = result[(device, param)]
+            reach[number] = min(start_s, seconds) if number == 0 else max(end_s, seconds + BUCKET_S)
+    return {key: (first, last) for key, (first, last) in result.items()}

@@ -33,7 +33,7 @@ SPLIT_S = 86_400
 
 
 class DayKeeper:
-    """Rebuilds the days of recomputed Q15 buckets; ``stats`` says how many."""
+    """Rebuilds the days of recomputed Q15 buckets; ``counter_days`` counts them (days x counters)."""
 
     def __init__(self, settings: Settings, plans: Sequence[DevicePlan], open_every_s: float = OPEN_EVERY_S) -> None:
         self.target = settings.database_target()
@@ -45,7 +45,7 @@ class DayKeeper:
         self.open_every_s = open_every_s
         self.pending: set[float] = set()  # bucket starts, epoch s
         self.last_open_s: float | None = None
-        self.days_built = 0
+        self.counter_days = 0
 
     def touch(self, buckets: Iterable[datetime]) -> None:
         """Buckets (naive UTC) whose Q15 rows were recomputed."""
@@ -60,7 +60,7 @@ class DayKeeper:
         return self.last_open_s is None or now_s - self.last_open_s >= self.open_every_s
 
     def build(self, now_s: float) -> int:
-        """Rebuild the touched days (run in a thread); returns the days built."""
+        """Rebuild the touched days (run in a thread); returns the counter-days built."""
         taken = sorted(self.pending)
         ranges: list[list[float]] = []
         for bucket in taken:
@@ -74,6 +74,6 @@ class DayKeeper:
         self.pending.difference_update(taken)
         if taken[-1] + BUCKET_S > local_midnight(now_s, self.zone):
             self.last_open_s = now_s
-        self.days_built += days
-        log.debug("daily rollups: %d day(s) rebuilt for %d counter(s)", days, len(self.counters))
+        self.counter_days += days
+        log.debug("daily rollups: %d counter-day(s) rebuilt", days)
         return days

@@ -18,7 +18,7 @@ import numpy as np
 
 from susee.config import DatabaseTarget
 from susee.report.days import EPOCH_ORDINAL, DayGrid, DayRows, Gap
-from susee.report.reader import PACKED_MAX_BYTES, Key
+from susee.report.reader import PACKED_MAX_BYTES, Key, ReadError
 
 # The DayRows columns of a Day row; ``Packed`` repeats them, after day and band, as doubles.
 COLUMNS = ("Energy", "Magnitude", "Known", "Good", "Codes", "Flags", "Peak", "PeakAt")
@@ -35,19 +35,24 @@ def day_text(day: int) -> str:
 
 @contextmanager
 def connection(target: DatabaseTarget, writable: bool) -> Iterator[Any]:
-    """A DB-API connection; the caller commits."""
+    """A DB-API connection (the caller commits); ReadError when there is no database to read."""
     if target.kind == "sqlite":
         assert target.path is not None
+        if not target.path.is_file():
+            raise ReadError(f"{target}: no such database file")
         uri = f"file:{target.path}" + ("" if writable else "?mode=ro")
         conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_S)
     else:
         import pymysql
 
-        conn = pymysql.connect(
-            host=target.host, port=target.port, user=target.user,
-            password=target.password.get_secret_value() if target.password else "",
-            database=target.database, unix_socket=target.socket, connect_timeout=target.connect_timeout,
-        )
+        try:
+            conn = pymysql.connect(
+                host=target.host, port=target.port, user=target.user,
+                password=target.password.get_secret_value() if target.password else "",
+                database=target.database, unix_socket=target.socket, connect_timeout=target.connect_timeout,
+            )
+        except pymysql.err.Error as exc:
+            raise ReadError(f"{target}: cannot connect: {exc}") from exc
     try:
         yield conn
     finally:
