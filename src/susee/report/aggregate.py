@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import NamedTuple
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -173,31 +174,29 @@ def figure_rows(meter: str, param: str, unit: str, layer: Layer, intervals: Sequ
     ``labels`` caches the local time text of peak instants across calls.
     """
     labels = {} if labels is None else labels
-    hours = (layer.sizes * BUCKET_S / 3600).tolist()
+    cells = len(layer.cells)
+    hours_s = layer.sizes * BUCKET_S / 3600
     has = (reduced.covered > 0).tolist()
-    totals = reduced.totals.tolist()
-    demand = (reduced.totals / (layer.sizes * BUCKET_S / 3600)).tolist()
-    peak_at = reduced.peak_at.tolist()
-    peak_w = (reduced.peak_wh * 3600 / BUCKET_S).tolist()
-    magnitude = reduced.magnitude.tolist()
-    share = (100.0 * reduced.estimated / np.where(reduced.magnitude > 0, reduced.magnitude, 1.0)).tolist()
-    completeness = (100.0 * reduced.completeness).tolist()
-    codes, flags = reduced.codes.tolist(), reduced.flags.tolist()
-    rows = []
-    for number, (interval_index, band) in enumerate(layer.cells):
-        known, at = has[number], peak_at[number]
-        if at >= 0 and at not in labels:
-            labels[at] = datetime.fromtimestamp(at, zone).isoformat()
-        rows.append(Figure(
-            meter, param, unit, intervals[interval_index], band, hours[number],
-            totals[number] if known else None,
-            demand[number] if known else None,
-            peak_w[number] if at >= 0 else None,
-            labels[at] if at >= 0 else None,
-            (share[number] if magnitude[number] > 0 else 0.0) if known else None,
-            completeness[number], codes[number], flags[number],
-        ))
-    return rows
+    at = reduced.peak_at.tolist()
+    for instant in set(at) - labels.keys():
+        if instant >= 0:
+            labels[instant] = datetime.fromtimestamp(instant, zone).isoformat()
+    share = np.where(reduced.magnitude > 0,
+                     100.0 * reduced.estimated / np.where(reduced.magnitude > 0, reduced.magnitude, 1.0), 0.0)
+    columns = (
+        repeat(meter, cells), repeat(param, cells), repeat(unit, cells),
+        [intervals[index] for index, _ in layer.cells], [band for _, band in layer.cells], hours_s.tolist(),
+        _known(reduced.totals, has), _known(reduced.totals / hours_s, has),
+        [None if instant < 0 else watts for instant, watts in zip(at, (reduced.peak_wh * 3600 / BUCKET_S).tolist())],
+        [labels.get(instant) for instant in at],
+        _known(share, has), (100.0 * reduced.completeness).tolist(), reduced.codes.tolist(), reduced.flags.tolist(),
+    )
+    return list(map(Figure._make, zip(*columns)))
+
+
+def _known(values: np.ndarray, has: list[bool]) -> list[float | None]:
+    """``values`` as floats, None where the cell knows nothing."""
+    return [value if known else None for value, known in zip(values.tolist(), has)]
 
 
 def peak_index_of(energy: np.ndarray, known: np.ndarray, layer: Layer) -> np.ndarray:
