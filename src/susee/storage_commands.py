@@ -88,7 +88,7 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None) -> in
 async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:
     """The daily rollups of the local days [start, end) (naive UTC) touches, and of the days its gaps reach."""
     try:
-        from susee.report.daybuild import build_days, site_counters
+        from susee.report.daybuild import build_days, rollup_horizon_s, site_counters
         from susee.report.days import site_calendar
     except ImportError as exc:
         print(f"daily rollups not built: they need the report extra (pip install 'susee[report]'): {exc}")
@@ -97,7 +97,8 @@ async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:
     began = time.perf_counter()
     days = await asyncio.to_thread(
         build_days, settings.database_target(), settings.job_id, site_counters(site.plans, settings.sample_time),
-        settings.timezone, site_calendar(settings), _epoch(start), _epoch(end))
+        settings.timezone, site_calendar(settings), _epoch(start), _epoch(end),
+        not_before_s=rollup_horizon_s(settings.storage.rollup_keep_days, time.time()))
     print(f"daily rollups: {days} counter-day(s) built in {time.perf_counter() - began:.1f} s")
 
 

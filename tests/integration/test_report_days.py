@@ -24,12 +24,16 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from susee.commands import load_site
 from susee.config import DatabaseTarget
 from susee.report.command import Report, build, parse_request
+from susee.report.daybuild import build_days, site_counters
+from susee.report.days import site_calendar
 from susee.report.daykeeper import DayKeeper
+from susee.report.daystore import connection
 from susee.sample import Sample
 from susee.sinks import create_sink
 from susee.storage_commands import rollup
@@ -206,3 +210,29 @@ async def test_late_data_rebuilds_every_day_its_gap_spanned(tmp_path, job_id, ta
     for day in ("2026-04-02", "2026-04-04"):  # the gap's ends moved: the apportioned energy changed
         assert new[("a", day, "all")].energy != pytest.approx(old[("a", day, "all")].energy, abs=1.0)
     assert new[("a", "2026-04-03", "all")].completeness_pct > 0 == old[("a", "2026-04-03", "all")].completeness_pct
+
+
+async def test_days_before_the_rollup_horizon_are_never_rebuilt(tmp_path, job_id, target):
+    """Past ``storage.rollup_keep_days`` Q15 may be gone: the daily rows are all that is left of those days."""
+    database, url = target
+    await write(database, job_id, meter_b())
+    site = site_of(tmp_path, job_id, url)
+    assert await rollup(site, "2026-03-25 22:00", "2026-04-06 00:00") == 0
+    settings = site.settings
+    kept = report(site, "month", "2026-03-26", "2026-04-06", True)
+    counters = site_counters(site.plans, settings.sample_time)
+    with connection(database, writable=True) as conn:  # as if the rollups of March had expired
+        conn.cursor().execute(f"DELETE FROM see{job_id}Q15 WHERE Bucket < '2026-04-01'")
+        conn.commit()
+    built = build_days(database, job_id, counters, settings.timezone, site_calendar(settings),
+                       local("2026-03-26T00:00"), local("2026-04-06T00:00"), not_before_s=local("2026-04-01T00:00"))
+    assert built == 5 + 6  # from 04-01: a (no rows) to 04-05, b to 04-06 (its reading at 04-06 00:00)
+    after = report(site, "month", "2026-03-26", "2026-04-06", True)
+    march = [f for f in after.rows if f.interval.label.startswith("2026-03")]
+    assert march and march == [f for f in kept.rows if f.interval.label.startswith("2026-03")]
+    with connection(database, writable=False) as conn:  # Packed repeats the columns
+        cursor = conn.cursor()
+        cursor.execute(f"SELECT Energy, Good, Peak, Packed FROM see{job_id}Day")
+        for energy, good, peak, packed in cursor.fetchall():
+            values = np.frombuffer(bytes(packed), dtype="<f8")
+            assert (values[2], values[5], values[8]) == (energy, good, peak)

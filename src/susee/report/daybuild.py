@@ -23,6 +23,7 @@ from susee.report.intervals import BUCKET_S, utc_text
 from susee.report.meters import Counter, device_counters
 from susee.report.reader import BRACKET_S, Key, q15_table, read_rows
 from susee.report.tariffs import Calendar
+from susee.retention import horizon
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,14 @@ def local_midnight(t: float, zone: ZoneInfo, after: bool = False) -> int:
 
 
 def build_days(target: DatabaseTarget, job_id: str, counters: Sequence[Counter], zone_name: str,
-               calendar: Calendar | None, start_s: float, end_s: float, extend: bool = True) -> int:
+               calendar: Calendar | None, start_s: float, end_s: float, extend: bool = True,
+               not_before_s: float | None = None) -> int:
     """(Re)build the daily rows of the local days covering [start_s, end_s) for ``counters``; returns the
     counter-days built (0 when the tables do not exist yet).
 
     With ``extend``, each counter's range reaches its own bracketing good readings: a meter offline for a
-    month widens its own rebuild, not every meter's.
+    month widens its own rebuild, not every meter's. No day starting before ``not_before_s`` (the rollups'
+    retention horizon) is rebuilt: its Q15 rows may be gone, and its daily rows are all that is left.
     """
     zone = ZoneInfo(zone_name)
     keys = [(counter.device, counter.param) for counter in counters]
@@ -72,7 +75,11 @@ def build_days(target: DatabaseTarget, job_id: str, counters: Sequence[Counter],
     groups: dict[tuple[int, int], list[Counter]] = {}
     for counter, key in zip(counters, keys):
         first, last = reach.get(key, (start_s, end_s))
+        if not_before_s is not None:
+            first = max(first, local_midnight(not_before_s, zone, after=True))
         span = (local_midnight(first, zone), local_midnight(last, zone, after=True))
+        if span[0] >= span[1]:
+            continue
         groups.setdefault(span, []).append(counter)
     specs = {(c.device, c.param): spec_of(zone_name, calendar, c.terms[0][2]) for c in counters}
     built = 0
@@ -128,3 +135,9 @@ def _bracketed(conn, target: DatabaseTarget, job_id: str, keys: Sequence[Key], s
             reach = result[(device, param)]
             reach[number] = min(start_s, seconds) if number == 0 else max(end_s, seconds + BUCKET_S)
     return {key: (first, last) for key, (first, last) in result.items()}
+
+
+def rollup_horizon_s(keep_days: int | None, now_s: float) -> float | None:
+    """The rollups' retention horizon (``storage.rollup_keep_days``) as epoch seconds, None when all is kept."""
+    first = horizon(datetime.fromtimestamp(now_s, timezone.utc).date(), keep_days)
+    return None if first is None else datetime(first.year, first.month, first.day, tzinfo=timezone.utc).timestamp()

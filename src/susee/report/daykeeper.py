@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from susee.config import Settings
 from susee.devices import DevicePlan
-from susee.report.daybuild import build_days, local_midnight, site_counters
+from susee.report.daybuild import build_days, local_midnight, rollup_horizon_s, site_counters
 from susee.report.days import site_calendar
 from susee.report.intervals import BUCKET_S
 
@@ -42,6 +42,7 @@ class DayKeeper:
         self.zone = ZoneInfo(settings.timezone)
         self.calendar = site_calendar(settings)  # TariffError for a bad site tariff: at start
         self.counters = site_counters(plans, settings.sample_time)
+        self.rollup_keep_days = settings.storage.rollup_keep_days
         self.open_every_s = open_every_s
         self.pending: set[float] = set()  # bucket starts, epoch s
         self.last_open_s: float | None = None
@@ -70,7 +71,8 @@ class DayKeeper:
                 ranges.append([bucket, bucket + BUCKET_S])
         days = 0
         for start, end in ranges:
-            days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start, end)
+            days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start, end,
+                               not_before_s=rollup_horizon_s(self.rollup_keep_days, now_s))
         self.pending.difference_update(taken)
         if taken[-1] + BUCKET_S > local_midnight(now_s, self.zone):
             self.last_open_s = now_s
