@@ -20,7 +20,7 @@ the daily rows and from Q15 (``use_days=False``), and compared field by field.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -236,3 +236,20 @@ async def test_days_before_the_rollup_horizon_are_never_rebuilt(tmp_path, job_id
         for energy, good, peak, packed in cursor.fetchall():
             values = np.frombuffer(bytes(packed), dtype="<f8")
             assert (values[2], values[5], values[8]) == (energy, good, peak)
+
+
+def test_the_keeper_rebuilds_a_closed_day_at_once_and_today_every_15_minutes(tmp_path, job_id):
+    site = site_of(tmp_path, job_id, f"sqlite:///{tmp_path / 'site.db'}")
+    keeper = DayKeeper(site.settings, site.plans)
+    now = local("2026-04-02T12:00")
+
+    def utc(text: str) -> datetime:
+        return datetime.fromtimestamp(local(text), timezone.utc).replace(tzinfo=None)
+
+    assert not keeper.due(now)  # nothing touched
+    keeper.touch([utc("2026-04-02T11:45")])
+    assert keeper.due(now)  # today's day, never built
+    keeper.last_open_s = now - 60  # as if built a minute ago
+    assert not keeper.due(now) and keeper.due(now - 60 + 900)
+    keeper.touch([utc("2026-04-01T23:45")])  # a late row for yesterday
+    assert keeper.due(now)
