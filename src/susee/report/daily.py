@@ -13,6 +13,7 @@ rollups are built with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -106,26 +107,42 @@ class DaySource:
         return int(local.replace(tzinfo=self.zone).timestamp())
 
 
-def reduce_cells(rows: DayRows, spans: list[GapSpan], grid: DayGrid, layer: Layer,
-                 sample_time_s: float) -> Reduced:
-    """One counter's elements reduced over a layer's cells, as ``aggregate.figures`` reduces its buckets."""
+@dataclass(frozen=True)
+class CellMap:
+    """Which elements of a grid make each cell of a layer: elements sorted by cell, and where each cell starts."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    cells: np.ndarray  # the cell of each element in ``order``
+
+
+def cell_map(grid: DayGrid, layer: Layer) -> CellMap:
+    """The same for every counter of a report: computed once per layer."""
     first_bucket = grid.elements.order[grid.elements.starts]
     cell = layer.key[first_bucket]  # an element lies in one cell of any day-aligned layer
     order = np.argsort(cell, kind="stable")
     order = order[cell[order] >= 0]
     cells = cell[order]
-    starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+    return CellMap(order, np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]), cells)
+
+
+def reduce_cells(rows: DayRows, spans: list[GapSpan], layer: Layer, cells: CellMap,
+                 sample_time_s: float) -> Reduced:
+    """One counter's elements reduced over a layer's cells, as ``aggregate.figures`` reduces its buckets."""
+    order, starts = cells.order, cells.starts
     seconds = layer.sizes * BUCKET_S
     good = np.add.reduceat(rows.good[order], starts)
     value = np.where(np.isnan(rows.peak), -np.inf, rows.peak)[order]
-    ranked = np.lexsort((rows.peak_at[order], -value, cells))  # by cell, then highest, then earliest
+    ranked = np.lexsort((rows.peak_at[order], -value, cells.cells))  # by cell, then highest, then earliest
     best = order[ranked[starts]]
     peak_wh = rows.peak[best]
+    estimated = (np.add.reduceat(estimated_wh(spans, layer)[layer.order], layer.starts) if spans
+                 else np.zeros(len(layer.cells)))
     return Reduced(
         covered=np.add.reduceat(rows.known[order], starts),
         totals=np.add.reduceat(rows.energy[order], starts),
         magnitude=np.add.reduceat(rows.magnitude[order], starts),
-        estimated=np.add.reduceat(estimated_wh(spans, layer)[layer.order], layer.starts),
+        estimated=estimated,
         codes=np.bitwise_or.reduceat(rows.codes[order], starts),
         flags=np.bitwise_or.reduceat(rows.flags[order], starts),
         completeness=np.minimum(1.0, good * sample_time_s / seconds),
