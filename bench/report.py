@@ -175,9 +175,10 @@ def main() -> int:
         zone = ZoneInfo("Europe/Rome")
         start, end = (parse_local(day, zone) for day in YEAR)
         one = Request(start, end, "15min", "device", ("222",), "arera", ("m0000",), None)
-        seconds, out = timed(site, one)
-        print(f"15-minute report, 1 meter, 1 year: {seconds:.2f} s ({BUCKETS:,} intervals, {len(out.rows):,} rows"
-              f" out; target <= 2 s)")
+        runs = [timed(site, one) for _ in range(3)]  # the first pays the imports (holidays, numpy)
+        out = runs[0][1]
+        print(f"15-minute report, 1 meter, 1 year: {', '.join(f'{s:.2f}' for s, _ in runs)} s (three runs;"
+              f" {BUCKETS:,} intervals, {len(out.rows):,} rows out; target <= 2 s)")
         built = build_daily(site, start, end, options.meters)
         print(f"daily rollups built from Q15: {built:.1f} s ({rows / built:,.0f} Q15 rows/s); 1,000 meters at this"
               f" rate: {1000 * built / options.meters:.0f} s")
