@@ -104,6 +104,10 @@ class LinkError(Exception):
         self.timed_out = timed_out
 
 
+class MalformedAnswer(ValueError):
+    """A well-framed response whose PDU does not answer the read: another function, a byte count beyond the data."""
+
+
 class ExceptionResponse(Exception):
     """The peer answered with a Modbus exception response."""
 
