@@ -134,8 +134,7 @@ class FastTcpLink:
     def __init__(
         self, endpoint: Endpoint, inter_request_delay_s: float = 0.0, connect_slots: asyncio.Semaphore | None = None
     ) -> None:
-        if endpoint.framer != "socket":
-            raise ValueError(f"{endpoint}: the lean client speaks the socket framer only")
+        self._check_endpoint(endpoint)
         self.endpoint = endpoint
         self.scheduler = BusScheduler(str(endpoint), inter_request_delay_s)
         self._connect_slots = connect_slots  # shared by a pool's links; None: not bounded
@@ -158,6 +157,11 @@ class FastTcpLink:
         self._tasks: set[asyncio.Task] = set()  # turns waiting for a connect
         self._closed = False
         self._grant = self._start  # bound once: the bus calls it for every turn
+
+    @staticmethod
+    def _check_endpoint(endpoint: Endpoint) -> None:
+        if endpoint.framer != "socket":
+            raise ValueError(f"{endpoint}: the lean client speaks the socket framer only")
 
     def read_many(self, unit: int, reads: Sequence[Read], timeout_s: float) -> asyncio.Future[list[Answer]]:
         """One device's reads of a tick; await one Answer per read (see ``susee.links``).
@@ -226,7 +230,17 @@ class FastTcpLink:
         # mbap.encode_read, without a Python call of its own: this runs for every request.
         conn.transport.write(READ_REQUEST.pack(tid, 0, READ_LENGTH, turn.unit, function, address, count))
         self._sent = True
+        # _arm_deadline(deadline), inlined: this runs for every request.
         deadline = self._deadline = deadline or self._loop.time() + turn.timeout_s
+        if deadline < self._timer_at:  # no timer yet, or one that would fire too late
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
+
+    def _arm_deadline(self, deadline: float = 0.0) -> None:
+        """The turn's request went out: its answer is due by ``deadline`` (0: its timeout from now)."""
+        deadline = self._deadline = deadline or self._loop.time() + self._turn.timeout_s
         if deadline < self._timer_at:  # no timer yet, or one that would fire too late
             if self._timer is not None:
                 self._timer.cancel()
