@@ -43,8 +43,12 @@ def open_serial(endpoint: SerialEndpoint, protocol: asyncio.Protocol, loop: asyn
         port.close()
         raise OSError(f"not a local serial port: {exc}") from exc
     transport = SerialTransport(loop, port, fd, protocol)
+    try:
+        loop.add_reader(fd, transport._readable)
+    except NotImplementedError:  # Windows' proactor loop watches no descriptors: Code 1, said why
+        port.close()
+        raise OSError("serial ports need a POSIX event loop (Linux, macOS, BSD)") from None
     protocol.connection_made(transport)
-    loop.add_reader(fd, transport._readable)
     return transport
 
 

@@ -11,8 +11,9 @@ and one wake-up of the poller however many requests it takes; the timeout
 is one loop timer per link, re-armed only when it fires before the request
 in flight is due.
 
-What a read gives is what the pymodbus link gives, so the poller cannot tell
-them apart:
+What a read gives is the same on every link (the RTU links of
+``links.rtulink`` are this class with RTU framing), so the poller cannot
+tell them apart:
 
 - registers (fc 3/4) as their wire bytes (big-endian words, never passed
   through a list of ints: the decoders read these bytes), or bits as 0/1
