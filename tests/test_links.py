@@ -277,3 +277,24 @@ def test_open_files_limit_is_raised_for_one_descriptor_per_bus(monkeypatch, capl
 
     assert calls == ([set_to] if set_to else [])
     assert any("below" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") is warned
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs POSIX pseudo-terminals")
+async def test_a_serial_adapter_gone_while_a_read_waits_fails_it_at_once_not_at_its_timeout() -> None:
+    adapter, port = os.openpty()  # the master end plays the USB adapter; closing it is pulling the plug
+    link = SerialLink(SerialEndpoint(os.ttyname(port), 19200))
+    try:
+        loop = asyncio.get_running_loop()
+        reading = asyncio.ensure_future(link.read(1, 3, 7, 2, 5.0))
+        request = await loop.run_in_executor(None, os.read, adapter, 8)  # the request went out
+        started_s = loop.time()
+        os.close(adapter)
+        with pytest.raises(LinkError) as caught:
+            await reading
+        failed_after_s = loop.time() - started_s
+    finally:
+        link.close()
+        os.close(port)
+
+    assert request[:2] == bytes([1, 3])
+    assert not caught.value.timed_out and failed_after_s < 1.0  # no 5 s timeout held the bus
