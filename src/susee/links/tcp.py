@@ -130,7 +130,12 @@ class _Reads:
 
 
 class FastTcpLink:
-    """Modbus TCP (socket framer) to one host and port, shared by the devices behind it."""
+    """Modbus TCP (socket framer) to one host and port, shared by the devices behind it.
+
+    The RTU links (``links.rtulink``) are subclasses that change the framing
+    only: ``_check_endpoint``, ``_send`` and ``_received``; turns, timers,
+    connects and retries stay this class's.
+    """
 
     def __init__(
         self, endpoint: Endpoint, inter_request_delay_s: float = 0.0, connect_slots: asyncio.Semaphore | None = None
