@@ -6,8 +6,10 @@ expect), or a serial port with an RS485 line of meters behind it; its key is
 ``Endpoint.bus`` (see ``susee.bus_key``). The package:
 
 - ``mbap``: Modbus TCP framing, pure functions over bytes;
+- ``rtu``: Modbus RTU framing, pure functions over bytes;
 - ``tcp``: the lean Modbus TCP client (the socket framer, the hot path);
-- ``pymodbus``: serial lines and RTU frames over TCP, through pymodbus;
+- ``rtulink``: the same client with RTU framing, over TCP and on serial lines;
+- ``serialport``: a serial port as an asyncio transport (pyserial);
 - ``bus``: ``BusScheduler``, the turn-taking of the devices on one bus;
 - ``pool``: one link per bus, bounded connects, the open-files limit.
 
@@ -102,6 +104,10 @@ class LinkError(Exception):
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class MalformedAnswer(ValueError):
+    """A well-framed response whose PDU does not answer the read: another function, a byte count beyond the data."""
 
 
 class ExceptionResponse(Exception):
