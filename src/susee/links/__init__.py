@@ -31,8 +31,7 @@ and carry the same error and time.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -69,28 +68,6 @@ def check_reads(reads: Sequence[Read]) -> None:
 def unsent_answers(error: Exception, at_s: float, count: int) -> list[Answer]:
     """The answers of the ``count`` reads a ``LinkError`` kept from being sent: that same error."""
     return [Answer(error, at_s)] * count
-
-
-async def read_one_by_one(
-    read: Callable[[int, int, int, int, float], Awaitable[bytes | list[int]]],
-    unit: int,
-    reads: Sequence[Read],
-    timeout_s: float,
-    now: Callable[[], float] = time.time,
-) -> list[Answer]:
-    """``read_many`` for a link whose ``read()`` is a coroutine that takes its own turn on the bus."""
-    answers: list[Answer] = []
-    for function, address, count in reads:
-        try:
-            outcome = await read(unit, function, address, count, timeout_s)
-        except Exception as exc:  # handed over: the poller makes every failure a Code
-            outcome = exc
-        received_s = now()
-        answers.append(Answer(outcome, received_s))
-        if isinstance(outcome, LinkError):
-            answers += unsent_answers(outcome, received_s, len(reads) - len(answers))
-            break
-    return answers
 
 
 class LinkError(Exception):
