@@ -3,7 +3,7 @@
 Creates a scratch MariaDB database with susee's own migrations (compact Raw,
 Q15, Q60), fills Raw with N meters x H hours of the simulator's values in
 tick order (``bench/storage.py``'s generator, 8 params per device-tick), then
-runs ``python -m susee rollup --config site.yaml --from ... --to ...`` as a
+runs ``python -m susee rollup --config site.yaml`` (all of Raw) as a
 subprocess ``--runs`` times and prints what each run printed (raw rows/s),
 its wall time and the load average before it. Extra arguments after ``--``
 go to ``susee rollup`` (for example ``-- --connections 1``).
@@ -100,12 +100,10 @@ def main() -> int:
 
 
 def run(url: str, args, extra: list[str]) -> int:
-    first = time.strftime("%Y-%m-%d %H:%M", time.gmtime(START_S))
-    last = time.strftime("%Y-%m-%d %H:%M", time.gmtime(START_S + int(args.hours * 3600)))
     with tempfile.TemporaryDirectory() as folder:
         site = Path(folder) / "site.yaml"
         site.write_text(yaml.safe_dump({"job_id": JOB, "database": {"url": url}, "devices": []}), encoding="utf-8")
-        command = [sys.executable, "-m", "susee", "rollup", "--config", str(site), "--from", first, "--to", last, *extra]
+        command = [sys.executable, "-m", "susee", "rollup", "--config", str(site), *extra]  # all of Raw
         for number in range(1, args.runs + 1):
             load = Path("/proc/loadavg").read_text().split()[:3]
             began = time.perf_counter()

@@ -83,8 +83,9 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None, conne
             await rollups.recompute_range([sink.session for sink in sinks], start, end, keep_at, bar.update)
         elapsed = time.perf_counter() - began
         rows = await sinks[0].session("rollup", lambda session: _raw_rows(session, rollups, start, end))
+        plural = "s" if len(sinks) > 1 else ""
         print(f"rolled up {start} to {end}: {buckets} buckets, {rows:,} raw rows in {elapsed:.1f} s"
-              f" ({rows / elapsed if elapsed else 0:,.0f} rows/s, {len(sinks)} connection{'s' if len(sinks) > 1 else ''})")
+              f" ({rows / elapsed if elapsed else 0:,.0f} rows/s, {len(sinks)} connection{plural})")
         return 0
     except SinkError as exc:
         print(f"susee rollup stopped: {exc} (buckets done stay done; run it again for the range: recomputing is"
