@@ -154,7 +154,7 @@ def select_sql(dialect: str, tables: Tables) -> str:
     good value with no previous one. LastValue is the Value of the row at
     LastDate, read by its unique key (Date, idDevice, idParam are unique in
     every Raw layout): one lookup per Q15 row instead of a LEAD over every
-    raw row, 30-40 % faster (bench/README.md). FIRST_VALUE and LAST_VALUE
+    raw row, about 30 % faster (bench/README.md). FIRST_VALUE and LAST_VALUE
     with their frames cost more still.
     """
     mark = "%s" if dialect == "mariadb" else "?"
