@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 COMPACT_BYTES_PER_SAMPLE = 29
 TODAY_BYTES_PER_SAMPLE = 155
 Q15_BYTES_PER_ROW = 60
-# More connections than this gain nothing on the servers measured (bench/README.md).
+# A cap on the default: each connection may hold up to 256 MB of temporary
+# tables and a 64 MB sort buffer on the server (rollup.MARIADB_SESSION).
 MAX_CONNECTIONS = 4
 
 
