@@ -208,8 +208,8 @@ def q15_rows(cursor, datadir: Path, database: str, raw_table: str, raw_rows: int
         for statement in MARIADB_SESSION:
             cursor.execute(statement)
         began = time.perf_counter()
-        for hour in range(math.ceil(hours)):  # an hour a statement, as susee rollup does
-            cursor.execute(sql, (step(start_s, hour), min(step(start_s, hour + 1), last)))
+        for quarter in range(math.ceil(hours * 4)):  # a bucket a statement, as susee rollup does
+            cursor.execute(sql, (step(start_s, quarter), min(step(start_s, quarter + 1), last)))
         elapsed = time.perf_counter() - began
         cursor.execute("SELECT COUNT(*) FROM q15")
         (computed,) = cursor.fetchone()
@@ -229,8 +229,8 @@ def q15_rows(cursor, datadir: Path, database: str, raw_table: str, raw_rows: int
               f" = {raw_rows / elapsed:,.0f} raw rows/s", flush=True)
 
 
-def step(start_s: int, hour: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s + hour * 3600))
+def step(start_s: int, quarter: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s + quarter * 900))
 
 
 def fill_days(bytes_per_row: float, period_s: int) -> float:
