@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from storage import generate  # noqa: E402
+from storage import generate, insert_generated  # noqa: E402
 
 from susee.config import Settings  # noqa: E402
 from susee.sinks import create_sink  # noqa: E402
@@ -50,18 +50,7 @@ async def migrate(url: str) -> None:
 
 def fill(cursor, meters: int, hours: float, period: int) -> int:
     insert = f"INSERT INTO see{JOB}Raw (idDevice, `Date`, idParam, Value, Delay, Code) VALUES (%s, %s, %s, %s, %s, %s)"
-    batch: list[tuple] = []
-    rows = 0
-    for row in generate(meters, hours, period, START_S):
-        batch.append(row[1:])
-        if len(batch) == 20_000:
-            cursor.executemany(insert, batch)
-            rows += len(batch)
-            batch.clear()
-    if batch:
-        cursor.executemany(insert, batch)
-        rows += len(batch)
-    return rows
+    return insert_generated(cursor, insert, (row[1:] for row in generate(meters, hours, period, START_S)))
 
 
 def main() -> int:

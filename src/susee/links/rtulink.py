@@ -76,13 +76,9 @@ class RtuLink(FastTcpLink):
         self._arm_deadline(deadline)
 
     def _received(self, conn: _Connection, data: bytes) -> None:
-        if conn is not self._conn:
-            return  # a connection this link has dropped
-        if not self._sent:  # no request outstanding: these bytes answer nobody, never the next request
-            log.debug("%s: dropped %d byte(s) that came while no request was outstanding", self.endpoint, len(data))
-            self._buffer = b""
-            return
-        self._judge(self._buffer + data if self._buffer else data, quiet=False)
+        buffer = self._unanswered_bytes(conn, data)
+        if buffer is not None:
+            self._judge(buffer, quiet=False)
 
     def _judge(self, buffer: bytes, quiet: bool) -> None:
         """End the turn if ``buffer`` holds the read's answer; else keep what may still become it."""

@@ -309,14 +309,24 @@ class FastTcpLink:
 
     # -- the connection's callbacks ------------------------------------------------
 
-    def _received(self, conn: _Connection, data: bytes) -> None:
+    def _unanswered_bytes(self, conn: _Connection, data: bytes) -> bytes | None:
+        """What may hold the outstanding request's answer: the bytes kept so far plus ``data``.
+
+        None for bytes of a connection this link dropped, or bytes that came
+        while no request was outstanding: they answer nobody, never the next request.
+        """
         if conn is not self._conn:
-            return  # a connection this link has dropped
-        if not self._sent:  # no request outstanding: these bytes answer nobody, never the next request
+            return None
+        if not self._sent:
             log.debug("%s: dropped %d byte(s) that came while no request was outstanding", self.endpoint, len(data))
             self._buffer = b""
+            return None
+        return self._buffer + data if self._buffer else data
+
+    def _received(self, conn: _Connection, data: bytes) -> None:
+        buffer = self._unanswered_bytes(conn, data)
+        if buffer is None:
             return
-        buffer = self._buffer + data if self._buffer else data
         size = len(buffer)
         pos = 0
         while size - pos >= HEADER_SIZE:
