@@ -54,7 +54,9 @@ async def measure(baud: int, duration_s: float, backoff: bool, timeout_s: float)
         devices = [{"id": f"m{u}", "serial": {"port": line.client_port, "baudrate": baud}, "unit": u} for u in HEALTHY]
         devices.append({"id": f"m{DEAD}", "serial": {"port": line.client_port, "baudrate": baud}, "unit": DEAD,
                         "timeout": timeout_s})
-        settings = Settings(job_id="bench", sample_time=1, database={"url": f"sqlite:///{database}"}, devices=devices)
+        # The spool too in the throw-away folder: rows a run spills must not meet the next run's database.
+        settings = Settings(job_id="bench", sample_time=1, database={"url": f"sqlite:///{database}"},
+                            spool={"path": Path(folder) / "spool"}, devices=devices)
         plans = plan_devices(settings, Path(folder) / "site.yaml")
         faults = {DEAD: Fault.TIMEOUT}
         async with Pac3200Simulator(serial_port=line.device_port, baudrate=baud, units=(*HEALTHY, DEAD),
@@ -84,7 +86,7 @@ def main() -> None:
     parser.add_argument("--no-backoff", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its timeout dumps are the expected noise here
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the simulator's: its timeout dumps are noise here
     asyncio.run(measure(args.baud, args.duration, not args.no_backoff, args.timeout))
 
 

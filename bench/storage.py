@@ -107,6 +107,22 @@ def generate(meters: int, hours: float, period_s: int, start_s: int):
                 yield (seq, f"d{unit:04d}", date, param, value, float32(delay if param < "200" else delay + 3), 0)
 
 
+def insert_generated(cursor, insert: str, rows) -> int:
+    """Insert ``rows`` (tuples for ``insert``'s placeholders) 20,000 a statement; return how many."""
+    batch: list[tuple] = []
+    count = 0
+    for row in rows:
+        batch.append(row)
+        if len(batch) == 20_000:
+            cursor.executemany(insert, batch)
+            count += len(batch)
+            batch.clear()
+    if batch:
+        cursor.executemany(insert, batch)
+        count += len(batch)
+    return count
+
+
 def allocated_bytes(datadir: Path, database: str, table: str) -> int:
     """Blocks really allocated to the table's .ibd files (every partition)."""
     folder = datadir / database
@@ -159,18 +175,8 @@ def run(cursor, datadir: Path, database: str, args) -> int:
     cursor.execute("CREATE TABLE staging (seq BIGINT PRIMARY KEY, idDevice VARCHAR(20), `Date` DATETIME(6),"
                    " idParam VARCHAR(20), Value DOUBLE, Delay FLOAT, Code INT) ENGINE=InnoDB")
     began = time.perf_counter()
-    batch: list[tuple] = []
-    rows = 0
-    insert = "INSERT INTO staging VALUES (%s, %s, %s, %s, %s, %s, %s)"
-    for row in generate(args.meters, args.hours, args.period, start_s):
-        batch.append(row)
-        if len(batch) == 20_000:
-            cursor.executemany(insert, batch)
-            rows += len(batch)
-            batch.clear()
-    if batch:
-        cursor.executemany(insert, batch)
-        rows += len(batch)
+    rows = insert_generated(cursor, "INSERT INTO staging VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                            generate(args.meters, args.hours, args.period, start_s))
     print(f"{rows:,} rows ({args.meters} meters x {args.hours:g} h at {args.period} s, 8 params) generated"
           f" in {time.perf_counter() - began:.0f} s", flush=True)
     days = max(1, int(args.hours // 24) + 1)
@@ -203,13 +209,12 @@ def q15_rows(cursor, datadir: Path, database: str, raw_table: str, raw_rows: int
         cursor.execute("DROP TABLE IF EXISTS q15")
         cursor.execute("CREATE TABLE q15 " + Q15_TABLE.format(options=options))
         sql = recompute_sql(Tables(raw=f"`{raw_table}`", q15="q15", dirty="unused"), keep_existing=False)
-        first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s))
         last = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s + int(hours * 3600)))
         for statement in MARIADB_SESSION:
             cursor.execute(statement)
         began = time.perf_counter()
-        for hour in range(math.ceil(hours)):  # an hour a statement, as susee rollup does
-            cursor.execute(sql, (step(start_s, hour), min(step(start_s, hour + 1), last)))
+        for quarter in range(math.ceil(hours * 4)):  # a bucket a statement, as susee rollup does
+            cursor.execute(sql, (step(start_s, quarter), min(step(start_s, quarter + 1), last)))
         elapsed = time.perf_counter() - began
         cursor.execute("SELECT COUNT(*) FROM q15")
         (computed,) = cursor.fetchone()
@@ -229,8 +234,8 @@ def q15_rows(cursor, datadir: Path, database: str, raw_table: str, raw_rows: int
               f" = {raw_rows / elapsed:,.0f} raw rows/s", flush=True)
 
 
-def step(start_s: int, hour: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s + hour * 3600))
+def step(start_s: int, quarter: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_s + quarter * 900))
 
 
 def fill_days(bytes_per_row: float, period_s: int) -> float:

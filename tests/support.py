@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from susee.links import Answer, read_one_by_one
+from susee.links import Answer, LinkError, Read, unsent_answers
 from susee.sample import Sample
 from susee.spool import Spool
 
@@ -37,6 +38,28 @@ def spooled_rows(folder: Path) -> list[Sample]:
         return [] if batch is None else batch.samples
     finally:
         spool.close()
+
+
+async def read_one_by_one(
+    read: Callable[[int, int, int, int, float], Awaitable[bytes | list[int]]],
+    unit: int,
+    reads: Sequence[Read],
+    timeout_s: float,
+    now: Callable[[], float] = time.time,
+) -> list[Answer]:
+    """``read_many`` for a test double whose ``read()`` is a coroutine: one read after the other, as a link does."""
+    answers: list[Answer] = []
+    for function, address, count in reads:
+        try:
+            outcome = await read(unit, function, address, count, timeout_s)
+        except Exception as exc:  # handed over: the poller makes every failure a Code
+            outcome = exc
+        received_s = now()
+        answers.append(Answer(outcome, received_s))
+        if isinstance(outcome, LinkError):
+            answers += unsent_answers(outcome, received_s, len(reads) - len(answers))
+            break
+    return answers
 
 
 class ReadsInTurn:

@@ -1,4 +1,4 @@
-"""Links: transport settings, bus keys, the link pool, the pymodbus links and their private-attribute adapter."""
+"""Links: transport settings, bus keys, the link pool, the RTU links over TCP and on a serial port."""
 
 from __future__ import annotations
 
@@ -10,25 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.client.base import ModbusBaseClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
-from pymodbus.transport import CommParams, ModbusProtocol
-
-from rawmodbus import HOST, MBAP_REQUEST, RawServer, mbap, registers
+from rawmodbus import HOST, RTU_REQUEST, RawServer, registers, rtu
 from susee.config import ConfigError, DeviceSettings, load_settings
 from susee.devices import endpoint_of
 from susee.links import Endpoint, LinkError, SerialEndpoint
 from susee.links.pool import LinkPool, raise_open_files_limit
-from susee.links.pymodbus import (
-    SUPPORTED_PYMODBUS,
-    SerialLink,
-    TcpLink,
-    UnsupportedPymodbus,
-    check_timeout_attribute,
-    link_error,
-    set_client_timeout,
-)
+from susee.links.rtulink import RtuLink, SerialLink
 from susee.links.tcp import FastTcpLink
 
 EXIT_CONFIG = 2
@@ -197,8 +184,8 @@ async def test_devices_on_one_bus_share_one_link_and_its_largest_inter_request_d
         assert pool.link_for(Endpoint("10.0.0.5", 502), 0.02) is gateway
         assert pool.link_for(SerialEndpoint("/dev/ttyUSB0", 19200)) is line
         assert pool.link_for(Endpoint("10.0.0.6", 502)) is not gateway
-        # Modbus TCP takes the lean client; RTU frames over TCP and serial lines stay with pymodbus.
-        assert isinstance(gateway, FastTcpLink) and isinstance(rtu_gateway, TcpLink) and isinstance(line, SerialLink)
+        # Modbus TCP takes the lean client; RTU frames over TCP and serial lines its RTU variants.
+        assert type(gateway) is FastTcpLink and type(rtu_gateway) is RtuLink and type(line) is SerialLink
         assert gateway.scheduler.inter_request_delay_s == 0.05
         assert line.scheduler.inter_request_delay_s == 0.0
         assert len(list(pool.links)) == 4
@@ -211,21 +198,9 @@ async def test_devices_on_one_bus_share_one_link_and_its_largest_inter_request_d
 # --- Links: errors and connects -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("error", "timed_out"),
-    [
-        pytest.param(ModbusIOException("No response received after 0 retries"), True, id="no-answer-is-a-timeout"),
-        pytest.param(asyncio.TimeoutError(), True, id="asyncio-timeout"),
-        pytest.param(ConnectionException("Not connected"), False, id="connection-lost-is-not"),
-    ],
-)
-def test_link_error_says_whether_the_bus_was_held_for_a_timeout(error, timed_out) -> None:
-    assert link_error(error, Endpoint("10.0.0.5", 502), 0.3).timed_out is timed_out
-
-
-async def test_a_silent_peer_is_a_timeout_through_pymodbus() -> None:
-    async with RawServer(lambda request: None) as server:
-        link = TcpLink(Endpoint(HOST, server.port))
+async def test_a_silent_peer_is_a_timeout_through_the_rtu_link() -> None:
+    async with RawServer(lambda request: None, rtu_frames=True) as server:
+        link = RtuLink(Endpoint(HOST, server.port, "rtu"))
         try:
             with pytest.raises(LinkError) as caught:
                 await link.read(1, 3, 7, 2, 0.3)
@@ -237,29 +212,28 @@ async def test_a_silent_peer_is_a_timeout_through_pymodbus() -> None:
 
 
 def _answer_unit_words(request: bytes) -> bytes:
-    """Every register read answered with ``count`` words holding the unit id."""
-    tid, _, _, unit, function, _, count = MBAP_REQUEST.unpack(request)
-    return mbap(tid, unit, function, registers(*[unit] * count))
+    """Every register read answered with ``count`` words holding the unit id (RTU frames)."""
+    unit, function, _, count = RTU_REQUEST.unpack_from(request)
+    return rtu(unit, function, registers(*[unit] * count))
 
 
 async def test_failed_connect_fails_the_requests_queued_meanwhile_at_once_and_is_retried_later(monkeypatch) -> None:
     port = _free_port()  # nothing listens: the connect is refused
-    link = TcpLink(Endpoint(HOST, port))
-    client = link._client
+    link = RtuLink(Endpoint(HOST, port, "rtu"))
     connects = []
-    connect = client.connect
+    connect = link._create_connection
 
-    async def counted_connect() -> bool:
+    async def counted_connect(conn) -> None:
         connects.append(port)
-        return await connect()
+        await connect(conn)
 
-    monkeypatch.setattr(client, "connect", counted_connect)  # the real connect, counted
+    monkeypatch.setattr(link, "_create_connection", counted_connect)  # the real connect, counted
     try:
         results = await asyncio.gather(*(link.read(unit, 3, 7, 2, 0.3) for unit in (1, 2, 3)), return_exceptions=True)
 
         assert all(isinstance(r, LinkError) and not r.timed_out for r in results)
         assert len(connects) == 1  # one connect attempt per tick, not one per device
-        async with RawServer(_answer_unit_words, port=port):
+        async with RawServer(_answer_unit_words, rtu_frames=True, port=port):
             assert await link.read(2, 3, 7, 2, 0.3) == bytes([0, 2, 0, 2])  # registers: their wire bytes
         assert len(connects) == 2
     finally:
@@ -305,34 +279,22 @@ def test_open_files_limit_is_raised_for_one_descriptor_per_bus(monkeypatch, capl
     assert any("below" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") is warned
 
 
-# --- The one adapter of a private pymodbus attribute -----------------------------------------
-
-
-def test_the_installed_pymodbus_keeps_the_client_timeout_where_the_adapter_sets_it() -> None:
-    check_timeout_attribute()  # what the module did at import, on the real classes
-
-
-async def test_the_adapter_sets_the_timeout_the_real_clients_transaction_manager_waits() -> None:
-    client = AsyncModbusTcpClient(HOST, port=_free_port(), timeout=1.0, retries=0)
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs POSIX pseudo-terminals")
+async def test_a_serial_adapter_gone_while_a_read_waits_fails_it_at_once_not_at_its_timeout() -> None:
+    adapter, port = os.openpty()  # the master end plays the USB adapter; closing it is pulling the plug
+    link = SerialLink(SerialEndpoint(os.ttyname(port), 19200))
     try:
-        set_client_timeout(client, 0.25)
-
-        assert client.ctx.comm_params.timeout_connect == 0.25
+        loop = asyncio.get_running_loop()
+        reading = asyncio.ensure_future(link.read(1, 3, 7, 2, 5.0))
+        request = await loop.run_in_executor(None, os.read, adapter, 8)  # the request went out
+        started_s = loop.time()
+        os.close(adapter)
+        with pytest.raises(LinkError) as caught:
+            await reading
+        failed_after_s = loop.time() - started_s
     finally:
-        client.close()
+        link.close()
+        os.close(port)
 
-
-@pytest.mark.parametrize(
-    ("classes", "named"),
-    [
-        pytest.param({"client_class": CommParams}, "CommParams.ctx", id="client-without-ctx"),
-        pytest.param({"protocol_class": ModbusBaseClient}, "TransactionManager.comm_params", id="ctx-not-a-protocol"),
-        pytest.param({"params_class": ModbusProtocol}, "ModbusProtocol.timeout_connect", id="no-timeout-field"),
-    ],
-)
-def test_a_pymodbus_without_the_attribute_is_refused_naming_the_supported_versions(classes, named) -> None:
-    with pytest.raises(UnsupportedPymodbus) as caught:
-        check_timeout_attribute(**classes)
-
-    assert named in str(caught.value)
-    assert f"pymodbus {SUPPORTED_PYMODBUS}" in str(caught.value)
+    assert request[:2] == bytes([1, 3])
+    assert not caught.value.timed_out and failed_after_s < 1.0  # no 5 s timeout held the bus

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollup = sub.add_parser("rollup", parents=[common], help="recompute the 15-minute rollups of a range from Raw")
     rollup.add_argument("--from", dest="start", metavar="UTC", help="first day or time (default: oldest row)")
     rollup.add_argument("--to", dest="end", metavar="UTC", help="end, exclusive (default: after the newest row)")
+    rollup.add_argument("--connections", type=_positive, metavar="N",
+                        help="MariaDB connections working at once (default: one per CPU, at most 4; SQLite: 1)")
     read = sub.add_parser("read", parents=[common], help="read one device now and print the values")
     read.add_argument("--device", "-d", required=True, help="device id")
     last = sub.add_parser("last", parents=[common], help="print the newest value of every param (or raw rows)")
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_async(storage_commands.migrate_compact(site))
             return run_async(commands.migrate(site))
         if command == "rollup":
-            return run_async(storage_commands.rollup(site, args.start, args.end))
+            return run_async(storage_commands.rollup(site, args.start, args.end, args.connections))
         if command == "last":
             return run_async(commands.last(site, args.raw))
         if command == "report":
@@ -139,6 +141,13 @@ def _worker_share(text: str) -> tuple[int, int]:
     if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
         raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N")
     return int(index), int(count)
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1."""
+    if not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def run_async(coroutine: Coroutine[Any, Any, int]) -> int:

@@ -36,7 +36,7 @@ def setup(level: str, log_format: str = "text", worker: tuple[int, int] | None =
         formatter.converter = time.gmtime  # log times in UTC, like the Date column
         handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler])
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its errors are ours to report, as codes
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the simulator's server logs the faults it plays
     # Python warnings (e.g. a driver's note that MariaDB skipped a table under
     # concurrent DDL) go through the same handler: one format, JSON included.
     logging.captureWarnings(True)

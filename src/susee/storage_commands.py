@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from datetime import datetime, timedelta
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 from susee.compact import CompactCopy
 from susee.partitions import partitions_of
 from susee.retention import horizon
-from susee.rollup import prepare_session, BUCKET, Rollups, Session, as_datetime, bucket_of, now_utc
+from susee.rollup import BUCKET, Rollups, Session, as_datetime, bucket_of, now_utc
 from susee.sinks import SinkError, create_sink
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 COMPACT_BYTES_PER_SAMPLE = 29
 TODAY_BYTES_PER_SAMPLE = 155
 Q15_BYTES_PER_ROW = 60
+# A cap on the default: each connection may hold up to 256 MB of temporary
+# tables and a 64 MB sort buffer on the server (rollup.MARIADB_SESSION).
+MAX_CONNECTIONS = 4
 
 
 def parse_moment(text: str) -> datetime:
@@ -33,8 +37,17 @@ def parse_moment(text: str) -> datetime:
     raise ValueError(f"{text!r} is not a UTC date or time like 2026-12-01 or '2026-12-01 13:45'")
 
 
-async def rollup(site: Site, start_text: str | None, end_text: str | None) -> int:
-    """Recompute Q15 over a range from Raw, with a progress bar on a terminal; print rows/s."""
+def default_connections() -> int:
+    """``susee rollup``'s connections: one per CPU (MariaDB runs a statement on one core), at most 4."""
+    return max(1, min(os.cpu_count() or 1, MAX_CONNECTIONS))
+
+
+async def rollup(site: Site, start_text: str | None, end_text: str | None, connections: int | None = None) -> int:
+    """Recompute Q15 (and Q60) over a range from Raw, with a progress bar on a terminal; print rows/s.
+
+    MariaDB: the hour steps run on ``connections`` connections at once (each
+    statement works on one server core); SQLite: one (a single writer).
+    """
     settings = site.settings
     try:
         start = parse_moment(start_text) if start_text else None
@@ -42,47 +55,58 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None) -> in
     except ValueError as exc:
         print(f"susee rollup: {exc}", file=sys.stderr)
         return 2
-    sink = create_sink(settings.database_target(), settings.job_id, rollups=False)
+    target = settings.database_target()
+    count = 1 if target.kind == "sqlite" else connections or default_connections()
+    sinks = [create_sink(target, settings.job_id, rollups=False) for _ in range(count)]
     keep_from = horizon(now_utc().date(), settings.storage.raw_keep_days)
     keep_at = None if keep_from is None else datetime.combine(keep_from, datetime.min.time())
 
-    async def work(session: Session) -> int:
-        nonlocal start, end
-        await prepare_session(session)
+    async def bounds(session: Session) -> tuple[Rollups, datetime, datetime] | None:
         rollups = Rollups(settings.job_id, session.dialect)
         date = "`Date`" if session.dialect == "mariadb" else "Date"
         ((first, last),) = await session.fetch(f"SELECT MIN({date}), MAX({date}) FROM {rollups.tables.raw}")
         if first is None:
+            return None
+        return rollups, bucket_of(start or as_datetime(first)), end or bucket_of(as_datetime(last)) + BUCKET
+
+    try:
+        await sinks[0].open()
+        await sinks[0].migrate()
+        found = await sinks[0].session("rollup", bounds)
+        if found is None:
             print("Raw is empty: nothing to roll up")
             return 0
-        start = bucket_of(start or as_datetime(first))
-        end = end or bucket_of(as_datetime(last)) + BUCKET
-        mark = session.placeholder
-        ((rows,),) = await session.fetch(
-            f"SELECT COUNT(*) FROM {rollups.tables.raw} WHERE {date} >= {mark} AND {date} < {mark}",
-            (f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"),
-        )
+        rollups, start, end = found
+        for sink in sinks[1:]:
+            await sink.open()
         buckets = -(-(end - start) // BUCKET)
         began = time.perf_counter()
         with _progress(buckets) as bar:
-            await rollups.recompute_range(session, start, end, keep_at, bar.update)
+            await rollups.recompute_range([sink.session for sink in sinks], start, end, keep_at, bar.update)
         elapsed = time.perf_counter() - began
+        rows = await sinks[0].session("rollup", lambda session: _raw_rows(session, rollups, start, end))
+        plural = "s" if len(sinks) > 1 else ""
         print(f"rolled up {start} to {end}: {buckets} buckets, {rows:,} raw rows in {elapsed:.1f} s"
-              f" ({rows / elapsed if elapsed else 0:,.0f} rows/s)")
-        return 0
-
-    try:
-        await sink.open()
-        await sink.migrate()
-        code = await sink.session("rollup", work)
+              f" ({rows / elapsed if elapsed else 0:,.0f} rows/s, {len(sinks)} connection{plural})")
     except SinkError as exc:
-        print(f"database {sink.target}: {exc}")
+        print(f"susee rollup stopped: {exc} (buckets done stay done; run it again for the range: recomputing is"
+              " idempotent)")
         return 1
     finally:
-        await sink.close()
-    if code == 0 and start is not None and end is not None:
-        await daily_rollups(site, start, end)
-    return code
+        for sink in sinks:
+            await sink.close()
+    await daily_rollups(site, start, end)  # the days of the range, and those its gaps reach
+    return 0
+
+
+async def _raw_rows(session: Session, rollups: Rollups, start: datetime, end: datetime) -> int:
+    """Raw rows of the range, as the rollups just counted them (reads Q15, not Raw again)."""
+    mark = session.placeholder
+    ((rows,),) = await session.fetch(
+        f"SELECT COALESCE(SUM(Samples), 0) FROM {rollups.tables.q15} WHERE Bucket >= {mark} AND Bucket < {mark}",
+        (f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"),
+    )
+    return int(rows)
 
 
 async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:

@@ -26,6 +26,7 @@ PERIOD_MS = 1000.0
 
 
 async def _run(settings: Settings, tmp_path, duration_s: float) -> Supervisor:
+    settings = settings.resolved(tmp_path / "site.yaml")  # the spool beside the site file, not in the working folder
     plans = plan_devices(settings, tmp_path / "site.yaml")
     supervisor = Supervisor(settings, plans, create_sink(settings.database_target(), settings.job_id))
     assert await supervisor.run(duration_s=duration_s) == 0

@@ -2,7 +2,7 @@
 
 Each fault is played the same way on every transport the service speaks
 (Modbus TCP through the lean client, RTU frames over TCP and RTU on a
-serial line through pymodbus), and the poller must make the same Code of
+serial line through its RTU variant), and the poller must make the same Code of
 it everywhere, with no traceback.
 """
 
@@ -23,7 +23,7 @@ from susee.config import Settings
 from susee.devices import plan_devices
 from susee.links import Endpoint, LinkError, Read, SerialEndpoint
 from susee.links.pool import LinkPool
-from susee.links.pymodbus import SerialLink
+from susee.links.rtulink import QUIET_S, SerialLink
 from susee.links.tcp import FastTcpLink
 from susee.poller import Poller
 from susee.quality import Code
@@ -33,7 +33,7 @@ TRANSPORTS = ["tcp", "rtu-over-tcp", "serial"]
 TIMEOUT_S = 0.5  # for a fault that must not wait for its timeout, and for one that does
 # The PAC3200 profile's default params: two reads, fc 3 7+64 and fc 3 801+20.
 PARAMS = ["104", "107", "132", "133", "134", "135", "222", "226"]
-# fc 3 7+8 and 801+20: a frame sent twice in one segment stays within pymodbus' 256-byte receive buffer.
+# fc 3 7+8 and 801+20: small frames, so that one sent twice fits in one segment.
 SMALL_PARAMS = ["104", "107", "222", "226"]
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs POSIX pseudo-terminals")
@@ -319,6 +319,62 @@ async def test_a_duplicate_arriving_late_does_not_poison_later_reads(tmp_path, t
         polls = await poll_codes({**device, "params": SMALL_PARAMS}, tmp_path, polls=3)
 
     assert [codes(samples) for samples in polls] == [{0}] * 3
+
+
+# (case id, the byte count an answer of ``count`` registers carries, the Code Modbus TCP gives for it)
+WRONG_BYTE_COUNTS = {
+    "below-the-data": (lambda count: 2 * count - 2, Code.LENREG_ZERO),  # the registers it counts
+    "beyond-the-data": (lambda count: 2 * count + 2, Code.ERR_CONNECTION),  # a malformed answer
+}
+
+
+def with_byte_count(byte_count):
+    """A script: every answer carries all the registers asked, under the byte count ``byte_count(count)``."""
+
+    def answer(wire, request, n):
+        words = struct.pack(f">{request.count}H", *range(request.address, request.address + request.count))
+        return wire.frame(request, bytes([byte_count(request.count)]) + words)
+
+    return answer
+
+
+@pytest.mark.parametrize("case", WRONG_BYTE_COUNTS.values(), ids=WRONG_BYTE_COUNTS.keys())
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_wrong_byte_count_gives_the_code_modbus_tcp_gives_on_every_transport(tmp_path, transport, case):
+    byte_count, tcp_code = case
+
+    async with meter(transport, with_byte_count(byte_count)) as (device, seen):
+        (samples,) = await poll_codes(device, tmp_path)
+
+    assert codes(samples) == {tcp_code}
+    assert len(seen) == (2 if tcp_code == Code.LENREG_ZERO else 1)  # a malformed answer ends the tick
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_byte_count_beyond_the_data_is_no_timeout_on_any_transport(tmp_path, transport):
+    async with meter(transport, with_byte_count(lambda count: 2 * count + 2)) as (device, _):
+        (plan,) = plan_devices(Settings(database={"url": "sqlite:///unused.db"}, devices=[device]), tmp_path / "s.yaml")
+        pool = LinkPool()
+        try:
+            with pytest.raises(LinkError, match="malformed answer") as caught:
+                await pool.link_for(plan.endpoint).read(1, 3, 7, 2, TIMEOUT_S)
+        finally:
+            pool.close()
+
+    assert not caught.value.timed_out  # the device answered: backing off would be wrong, as over Modbus TCP
+
+
+@pytest.mark.parametrize("transport", ["rtu-over-tcp", "serial"])
+async def test_an_rtu_answer_split_by_a_pause_longer_than_the_quiet_is_still_taken(tmp_path, transport):
+    def in_two_parts(wire, request, n):
+        frame = wire.answer(request)
+        return [frame[:7], 3 * QUIET_S, frame[7:]]
+
+    async with meter(transport, in_two_parts) as (device, _):
+        (samples,) = await poll_codes(device, tmp_path)
+
+    assert codes(samples) == {0}
+    assert values_right(samples)
 
 
 # --- 7. a serial port that rejects its settings -------------------------------------------------

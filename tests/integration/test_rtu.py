@@ -46,6 +46,7 @@ def _as_epoch(date: datetime) -> float:
 
 
 async def _run(settings: Settings, tmp_path, duration_s: float = RUN_S) -> Supervisor:
+    settings = settings.resolved(tmp_path / "site.yaml")  # the spool beside the site file, not in the working folder
     plans = plan_devices(settings, tmp_path / "site.yaml")
     supervisor = Supervisor(settings, plans, create_sink(settings.database_target(), settings.job_id))
     assert await supervisor.run(duration_s=duration_s) == 0

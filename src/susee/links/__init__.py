@@ -6,8 +6,10 @@ expect), or a serial port with an RS485 line of meters behind it; its key is
 ``Endpoint.bus`` (see ``susee.bus_key``). The package:
 
 - ``mbap``: Modbus TCP framing, pure functions over bytes;
+- ``rtu``: Modbus RTU framing, pure functions over bytes;
 - ``tcp``: the lean Modbus TCP client (the socket framer, the hot path);
-- ``pymodbus``: serial lines and RTU frames over TCP, through pymodbus;
+- ``rtulink``: the same client with RTU framing, over TCP and on serial lines;
+- ``serialport``: a serial port as an asyncio transport (pyserial);
 - ``bus``: ``BusScheduler``, the turn-taking of the devices on one bus;
 - ``pool``: one link per bus, bounded connects, the open-files limit.
 
@@ -29,8 +31,7 @@ and carry the same error and time.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -69,28 +70,6 @@ def unsent_answers(error: Exception, at_s: float, count: int) -> list[Answer]:
     return [Answer(error, at_s)] * count
 
 
-async def read_one_by_one(
-    read: Callable[[int, int, int, int, float], Awaitable[bytes | list[int]]],
-    unit: int,
-    reads: Sequence[Read],
-    timeout_s: float,
-    now: Callable[[], float] = time.time,
-) -> list[Answer]:
-    """``read_many`` for a link whose ``read()`` is a coroutine that takes its own turn on the bus."""
-    answers: list[Answer] = []
-    for function, address, count in reads:
-        try:
-            outcome = await read(unit, function, address, count, timeout_s)
-        except Exception as exc:  # handed over: the poller makes every failure a Code
-            outcome = exc
-        received_s = now()
-        answers.append(Answer(outcome, received_s))
-        if isinstance(outcome, LinkError):
-            answers += unsent_answers(outcome, received_s, len(reads) - len(answers))
-            break
-    return answers
-
-
 class LinkError(Exception):
     """No usable answer: connect failed, timeout, or connection lost.
 
@@ -102,6 +81,10 @@ class LinkError(Exception):
     def __init__(self, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+
+
+class MalformedAnswer(ValueError):
+    """A well-framed response whose PDU does not answer the read: another function, a byte count beyond the data."""
 
 
 class ExceptionResponse(Exception):

@@ -42,7 +42,7 @@ class BusScheduler:
     turn. The links take one turn per request.
 
     Two ways to take a turn: ``async with bus.turn(key)`` for a coroutine that
-    does its transaction itself (the pymodbus links), and ``submit()`` for a
+    does its transaction itself, and ``submit()`` (every link) for a
     link that starts the transaction from a callback and ends the turn with
     ``release()`` when the answer (or the timeout) comes: no task wakes up
     only to send a request. A device alone on its bus is granted its turn at

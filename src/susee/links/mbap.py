@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from susee.links import ExceptionResponse, Read
+from susee.links import ExceptionResponse, MalformedAnswer, Read
 
 HEADER = struct.Struct(">HHHBB")  # transaction, protocol (0), length, unit, function
 READ_REQUEST = struct.Struct(">HHHBBHH")  # MBAP (length 6) + function, address, count
@@ -36,10 +36,6 @@ DATA_AT = 9  # offset of the first data byte in a read response (after the byte 
 
 class FramingError(ValueError):
     """The bytes are not Modbus TCP: the stream cannot be followed any further."""
-
-
-class MalformedAnswer(ValueError):
-    """A well-framed response whose PDU does not answer the read: another function, a byte count beyond the frame."""
 
 
 class Frame(NamedTuple):

@@ -5,8 +5,8 @@ bus share its link, whose ``scheduler`` keeps one transaction at a time on
 it, in a fair order, with the configured silence in between. Only read
 function codes are ever sent. Modbus TCP with the socket framer, the common
 case and the hot path of a large site, goes through the lean client of
-``links.tcp``; serial lines and RTU frames over TCP through pymodbus
-(``links.pymodbus``).
+``links.tcp``; RTU frames over TCP and serial lines through its RTU
+variants (``links.rtulink``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from functools import partial
 
 from susee.bus_key import BusKey
 from susee.links import Endpoint, Link, SerialEndpoint
-from susee.links.pymodbus import SerialLink, TcpLink
+from susee.links.rtulink import RtuLink, SerialLink
 from susee.links.tcp import MAX_CONNECTS_IN_FLIGHT, FastTcpLink
 from susee.shown import first_few
 
@@ -52,7 +52,7 @@ class LinkPool:
             elif endpoint.framer == "socket":
                 link = FastTcpLink(endpoint, inter_request_delay_s, self._connect_slots)
             else:
-                link = TcpLink(endpoint, inter_request_delay_s)
+                link = RtuLink(endpoint, inter_request_delay_s, self._connect_slots)
             self._links[endpoint.bus] = link
             return link
         if link.endpoint != endpoint:

@@ -11,8 +11,9 @@ and one wake-up of the poller however many requests it takes; the timeout
 is one loop timer per link, re-armed only when it fires before the request
 in flight is due.
 
-What a read gives is what the pymodbus link gives, so the poller cannot tell
-them apart:
+What a read gives is the same on every link (the RTU links of
+``links.rtulink`` are this class with RTU framing), so the poller cannot
+tell them apart:
 
 - registers (fc 3/4) as their wire bytes (big-endian words, never passed
   through a list of ints: the decoders read these bytes), or bits as 0/1
@@ -129,13 +130,17 @@ class _Reads:
 
 
 class FastTcpLink:
-    """Modbus TCP (socket framer) to one host and port, shared by the devices behind it."""
+    """Modbus TCP (socket framer) to one host and port, shared by the devices behind it.
+
+    The RTU links (``links.rtulink``) are subclasses that change the framing
+    only: ``_check_endpoint``, ``_send`` and ``_received``; turns, timers,
+    connects and retries stay this class's.
+    """
 
     def __init__(
         self, endpoint: Endpoint, inter_request_delay_s: float = 0.0, connect_slots: asyncio.Semaphore | None = None
     ) -> None:
-        if endpoint.framer != "socket":
-            raise ValueError(f"{endpoint}: the lean client speaks the socket framer only")
+        self._check_endpoint(endpoint)
         self.endpoint = endpoint
         self.scheduler = BusScheduler(str(endpoint), inter_request_delay_s)
         self._connect_slots = connect_slots  # shared by a pool's links; None: not bounded
@@ -158,6 +163,11 @@ class FastTcpLink:
         self._tasks: set[asyncio.Task] = set()  # turns waiting for a connect
         self._closed = False
         self._grant = self._start  # bound once: the bus calls it for every turn
+
+    @staticmethod
+    def _check_endpoint(endpoint: Endpoint) -> None:
+        if endpoint.framer != "socket":
+            raise ValueError(f"{endpoint}: the lean client speaks the socket framer only")
 
     def read_many(self, unit: int, reads: Sequence[Read], timeout_s: float) -> asyncio.Future[list[Answer]]:
         """One device's reads of a tick; await one Answer per read (see ``susee.links``).
@@ -226,7 +236,17 @@ class FastTcpLink:
         # mbap.encode_read, without a Python call of its own: this runs for every request.
         conn.transport.write(READ_REQUEST.pack(tid, 0, READ_LENGTH, turn.unit, function, address, count))
         self._sent = True
+        # _arm_deadline(deadline), inlined: this runs for every request.
         deadline = self._deadline = deadline or self._loop.time() + turn.timeout_s
+        if deadline < self._timer_at:  # no timer yet, or one that would fire too late
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
+
+    def _arm_deadline(self, deadline: float = 0.0) -> None:
+        """The turn's request went out: its answer is due by ``deadline`` (0: its timeout from now)."""
+        deadline = self._deadline = deadline or self._loop.time() + self._turn.timeout_s
         if deadline < self._timer_at:  # no timer yet, or one that would fire too late
             if self._timer is not None:
                 self._timer.cancel()
@@ -289,14 +309,24 @@ class FastTcpLink:
 
     # -- the connection's callbacks ------------------------------------------------
 
-    def _received(self, conn: _Connection, data: bytes) -> None:
+    def _unanswered_bytes(self, conn: _Connection, data: bytes) -> bytes | None:
+        """What may hold the outstanding request's answer: the bytes kept so far plus ``data``.
+
+        None for bytes of a connection this link dropped, or bytes that came
+        while no request was outstanding: they answer nobody, never the next request.
+        """
         if conn is not self._conn:
-            return  # a connection this link has dropped
-        if not self._sent:  # no request outstanding: these bytes answer nobody, never the next request
+            return None
+        if not self._sent:
             log.debug("%s: dropped %d byte(s) that came while no request was outstanding", self.endpoint, len(data))
             self._buffer = b""
+            return None
+        return self._buffer + data if self._buffer else data
+
+    def _received(self, conn: _Connection, data: bytes) -> None:
+        buffer = self._unanswered_bytes(conn, data)
+        if buffer is None:
             return
-        buffer = self._buffer + data if self._buffer else data
         size = len(buffer)
         pos = 0
         while size - pos >= HEADER_SIZE:

@@ -1,0 +1,190 @@
+"""``susee rollup``'s path: hour steps on several connections, and today's Q15 SQL against the previous one."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+import pytest
+
+from susee import rollup
+from susee.config import Settings
+from susee.quality import Code
+from susee.rollup import Rollups, range_steps
+from susee.sample import Sample
+from susee.sinks import create_sink
+from tests.integration.storage_support import Store, assert_rollups_equal_raw, mariadb_query, store  # noqa: F401
+from tests.integration.test_cli import run_cli, write_site
+
+TICK = 1613644200.0  # 2021-02-18 10:30:00 UTC
+START, END = datetime(2021, 2, 18, 10, 30), datetime(2021, 2, 18, 12, 45)
+
+
+def previous_select_sql(dialect: str, tables) -> str:
+    """The Q15 SELECT before LastValue became a key lookup (LAG and LEAD over one window), verbatim."""
+    mark = "%s" if dialect == "mariadb" else "?"
+    if dialect == "mariadb":
+        bucket = "TIMESTAMPDIFF(MINUTE, '1970-01-01', `Date`) DIV 15"
+        bucket_out = "TIMESTAMPADD(MINUTE, Bucket * 15, '1970-01-01')"
+        rise, fall, codes, date = "GREATEST(diff, 0)", "GREATEST(-diff, 0)", "BIT_OR(Code)", "`Date`"
+    else:
+        bucket = "substr(Date, 1, 14) || printf('%02d', CAST(substr(Date, 15, 2) AS INTEGER) / 15 * 15) || ':00'"
+        bucket_out = "Bucket"
+        rise, fall, codes, date = "MAX(diff, 0)", "MAX(-diff, 0)", "bit_or(Code)", "Date"
+    window = f"PARTITION BY idDevice, idParam, Bucket, gv IS NULL ORDER BY {date}"
+    return f"""
+SELECT idDevice, idParam, {bucket_out}, COUNT(*), COUNT(gv), MIN(gv), MAX(gv), AVG(gv),
+    MIN(gd), MAX(CASE WHEN prev IS NULL THEN gv END), MAX(gd), MAX(CASE WHEN nxt IS NULL THEN gv END),
+    CASE WHEN COUNT(gv) > 0 THEN COALESCE(SUM({rise}), 0) END,
+    CASE WHEN COUNT(gv) > 0 THEN COALESCE(SUM({fall}), 0) END,
+    COALESCE(SUM(diff < 0), 0), MAX(CASE WHEN diff > 0 THEN diff END), {codes}
+FROM (
+    SELECT idDevice, idParam, Bucket, Code, gv, CASE WHEN gv IS NOT NULL THEN {date} END AS gd, prev, nxt,
+        gv - prev AS diff
+    FROM (
+        SELECT idDevice, idParam, Bucket, {date}, Code, gv,
+            LAG(gv) OVER ({window}) AS prev, LEAD(gv) OVER ({window}) AS nxt
+        FROM (
+            SELECT idDevice, idParam, {bucket} AS Bucket, {date}, Code, CASE WHEN Code = 0 THEN Value END AS gv
+            FROM {tables.raw} WHERE {date} >= {mark} AND {date} < {mark}
+        ) AS r
+    ) AS l
+) AS w
+GROUP BY idDevice, idParam, Bucket"""
+
+
+def messy_samples(seed: int = 7) -> list[Sample]:
+    """Two hours and a quarter of 4 devices x 3 params at irregular times: failed reads (NULL), values
+    with a Modbus exception Code, NaN, a counter that resets, a param with no good value in a bucket."""
+    rng = random.Random(seed)
+    samples = []
+    counters = {f"d{unit:02d}": rng.uniform(1e5, 1e6) for unit in range(4)}
+    moment = TICK
+    while moment < TICK + 8100:
+        for device in counters:
+            counters[device] += rng.uniform(0, 3.7)
+            if rng.random() < 0.003:
+                counters[device] = rng.uniform(0, 5)  # the meter's counter reset
+            for param, value in (("222", counters[device]), ("104", rng.gauss(230, 3)), ("107", rng.gauss(0.3, 1))):
+                draw = rng.random()
+                if draw < 0.08:
+                    samples.append(Sample(device, param, moment, None, 1000.0, Code.ERR_CONNECTION))
+                elif draw < 0.12:
+                    samples.append(Sample(device, param, moment, value, 5.0, Code.ERR_REGISTER))
+                elif draw < 0.13:
+                    samples.append(Sample(device, param, moment, float("nan"), 5.0, 0))
+                elif not (device == "d03" and param == "107" and 3600 <= moment - TICK < 4500):
+                    samples.append(Sample(device, param, moment, value, 5.0, 0))
+                else:
+                    samples.append(Sample(device, param, moment, None, 1000.0, Code.SERVER_OFF))
+        moment += rng.choice((7.0, 10.0, 10.0, 10.0, 13.25))
+    return samples
+
+
+async def write_shuffled(store: Store, samples: list[Sample]) -> None:
+    batches = [samples[i:i + 500] for i in range(0, len(samples), 500)]
+    random.Random(3).shuffle(batches)  # late batches across buckets, as a replay writes them
+    for batch in batches:
+        await store.sink.write(batch)
+
+
+async def recompute(store: Store, connections: int) -> None:
+    sinks = [store.sink] + [create_sink(store.settings.database_target(), store.job_id, rollups=False)
+                            for _ in range(connections - 1)]
+    for sink in sinks[1:]:
+        await sink.open()
+    try:
+        await Rollups(store.job_id, store.dialect).recompute_range([s.session for s in sinks], START, END, None)
+    finally:
+        for sink in sinks[1:]:
+            await sink.close()
+
+
+def test_range_steps_are_cut_at_every_hour_so_no_two_steps_share_a_q60_row():
+    steps = range_steps(datetime(2021, 2, 18, 10, 40), datetime(2021, 2, 18, 13, 5))
+    assert steps == [
+        (datetime(2021, 2, 18, 10, 30), datetime(2021, 2, 18, 11)),
+        (datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 12)),
+        (datetime(2021, 2, 18, 12), datetime(2021, 2, 18, 13)),
+        (datetime(2021, 2, 18, 13), datetime(2021, 2, 18, 13, 15)),
+    ]
+    assert range_steps(datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 11, 0, 0, 1)) == [
+        (datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 11, 15))]
+
+
+async def test_q15_and_q60_equal_the_previous_sql_exactly_on_messy_data(store, monkeypatch):  # noqa: F811
+    await write_shuffled(store, messy_samples())
+    connections = 2 if store.dialect == "mariadb" else 1
+    with monkeypatch.context() as patch:
+        patch.setattr(rollup, "select_sql", previous_select_sql)
+        tables = rollup.Tables.of(store.job_id, store.dialect)
+        assert "LEAD(gv)" in (rollup.recompute_sql(tables, False) if store.dialect == "mariadb"
+                              else rollup.select_sql(store.dialect, tables)), "the previous SQL is the one run"
+        await recompute(store, connections)
+    before_q15, before_q60 = store.q15(), store.q60()
+    store.query(f"DELETE FROM see{store.job_id}Q15")
+    store.query(f"DELETE FROM see{store.job_id}Q60")
+
+    await recompute(store, connections)
+
+    assert len(before_q15) == 4 * 3 * 9 and len(before_q60) == 4 * 3 * 3
+    assert store.q15() == before_q15, "every column equal, floats to the last bit"
+    assert store.q60() == before_q60
+    assert_rollups_equal_raw(store)
+
+
+async def test_rollup_command_stops_at_a_failed_step_and_names_its_range(mariadb_target, job_id, tmp_path):
+    sink = create_sink(mariadb_target, job_id)
+    await sink.open()
+    await sink.migrate()
+    try:
+        await sink.write(messy_samples()[:3000])
+    finally:
+        await sink.close()
+    url = f"mysql://root@{mariadb_target.host}:{mariadb_target.port}/{mariadb_target.database}"
+    site = write_site(tmp_path, devices=[], db_url=url, job_id=job_id)
+    mariadb_query(mariadb_target, f"DROP TABLE see{job_id}Q60")  # every step's Q60 upsert fails
+
+    result = await run_cli(tmp_path, "rollup", "--config", str(site), "--from", "2021-02-18 10:30",
+                           "--to", "2021-02-18 14:00", "--connections", "2")
+
+    assert result.returncode == 1, result.output
+    assert "susee rollup stopped:" in result.stdout
+    assert "rollup of 2021-02-18 1" in result.stdout and f"see{job_id}Q60" in result.stdout, result.stdout
+    # Each connection failed at its first step and took no other; their transactions rolled back.
+    assert mariadb_query(mariadb_target, f"SELECT COUNT(*) FROM see{job_id}Q15")[0][0] == 0
+
+
+@pytest.mark.parametrize("connections", ["1", "3"])
+async def test_rollup_command_on_mariadb_equals_raw_with_any_number_of_connections(
+    mariadb_target, job_id, tmp_path, connections
+):
+    sink = create_sink(mariadb_target, job_id)
+    await sink.open()
+    await sink.migrate()
+    try:
+        await sink.write(messy_samples())
+    finally:
+        await sink.close()
+    url = f"mysql://root@{mariadb_target.host}:{mariadb_target.port}/{mariadb_target.database}"
+    site = write_site(tmp_path, devices=[], db_url=url, job_id=job_id)
+
+    result = await run_cli(tmp_path, "rollup", "--config", str(site), "--connections", connections)
+
+    assert result.returncode == 0, result.output
+    rows = len(messy_samples())
+    assert f"{rows:,} raw rows" in result.stdout and f"{connections} connection" in result.stdout, result.stdout
+    settings = Settings(job_id=job_id, database={"url": url})
+    check = Store(create_sink(settings.database_target(), job_id), settings,
+                  lambda sql, params=(): mariadb_query(mariadb_target, sql, params), "mariadb", job_id)
+    assert_rollups_equal_raw(check)
+
+
+def test_messy_samples_cover_what_the_comparison_needs():
+    samples = messy_samples()
+    assert {s.code for s in samples} >= {0, Code.ERR_CONNECTION, Code.ERR_REGISTER, Code.SERVER_OFF}
+    assert any(s.value is not None and s.value != s.value for s in samples)  # NaN
+    counters = [s.value for s in samples if s.device_id == "d00" and s.param_id == "222" and s.code == 0
+                and s.value == s.value]
+    assert any(b < a for a, b in zip(counters, counters[1:])), "a counter reset"
+    assert datetime(2021, 2, 18, 10, 30) + timedelta(seconds=8100) == END
