@@ -5,7 +5,7 @@ One task with its own database connection (the writer's is never held by it):
 - every ``storage.rollup_every`` seconds, the buckets marked in Q15Dirty are
   recomputed from Raw (``susee.rollup``): closed buckets once, the bucket
   still being written every ``storage.rollup_open_every`` seconds;
-- after the buckets, the daily rollups of the days they touched
+- after the buckets, the daily rollups of the days they touched that are over
   (``susee.report.daykeeper``, when the report extra is installed), in a thread;
 - every hour (and at start), day partitions are made ahead
   (``susee.partitions``) and expired data removed (``susee.retention``).

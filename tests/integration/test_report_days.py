@@ -20,7 +20,8 @@ the daily rows and from Q15 (``use_days=False``), and compared field by field.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -45,6 +46,10 @@ STEP_S = 300
 
 def local(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=ROME).timestamp()
+
+
+def utc_text(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def meter_a(skip_offline: bool = True) -> list[tuple]:
@@ -238,7 +243,7 @@ async def test_days_before_the_rollup_horizon_are_never_rebuilt(tmp_path, job_id
             assert (values[2], values[5], values[8]) == (energy, good, peak)
 
 
-def test_the_keeper_rebuilds_a_closed_day_at_once_and_today_every_15_minutes(tmp_path, job_id):
+def test_the_keeper_rebuilds_a_day_once_it_is_over_never_today(tmp_path, job_id):
     site = site_of(tmp_path, job_id, f"sqlite:///{tmp_path / 'site.db'}")
     keeper = DayKeeper(site.settings, site.plans)
     now = local("2026-04-02T12:00")
@@ -248,8 +253,22 @@ def test_the_keeper_rebuilds_a_closed_day_at_once_and_today_every_15_minutes(tmp
 
     assert not keeper.due(now)  # nothing touched
     keeper.touch([utc("2026-04-02T11:45")])
-    assert keeper.due(now)  # today's day, never built
-    keeper.last_open_s = now - 60  # as if built a minute ago
-    assert not keeper.due(now) and keeper.due(now - 60 + 900)
+    assert not keeper.due(now)  # today: reports compute it from Q15
+    assert keeper.due(local("2026-04-03T00:00"))  # over at midnight
     keeper.touch([utc("2026-04-01T23:45")])  # a late row for yesterday
     assert keeper.due(now)
+
+
+async def test_today_is_computed_from_q15_even_when_its_daily_rows_exist(tmp_path, job_id, target):
+    """Today is still changing: its daily rows (``susee rollup`` up to now builds them) are not read."""
+    database, url = target
+    now = time.time()
+    first = now - now % STEP_S - 2 * 3600
+    await write(database, job_id, [("b", "222", first + i * STEP_S, 1000.0 + 150 * i, 0) for i in range(25)])
+    site = site_of(tmp_path, job_id, url)
+    assert await rollup(site, utc_text(first - 86400), utc_text(now + 900)) == 0
+    today = datetime.fromtimestamp(now, ROME).date()
+    start, end = (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat()
+    days, q15 = report(site, "day", start, end, True), report(site, "day", start, end, False)
+    assert days.days_from_q15 == 1
+    assert_same(days, q15)

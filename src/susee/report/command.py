@@ -209,7 +209,7 @@ def _day_source(settings: Settings, request: Request, calendar: Calendar | None,
         return None
     report = collector.report
     return DaySource(settings.database_target(), settings.job_id, settings.timezone, site, report.grid_start,
-                     report.intervals[-1].end_s)
+                     report.intervals[-1].end_s, time.time())
 
 
 class _Collector:

@@ -6,8 +6,8 @@ estimated share from the kept gaps split over the report's grid with the Q15
 path's own function: the figures are those of the Q15 path (sums may differ
 in the last bits of a double, never to the Wh). Days the table does not cover
 for every counter asked (not built yet, built for another time zone, tariff
-or counter rule) are computed from Q15 on the fly, with the same code the
-rollups are built with.
+or counter rule), and today (still changing), are computed from Q15 on the
+fly, with the same code the rollups are built with.
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ class DaySource:
     computed from Q15 elsewhere."""
 
     def __init__(self, target: DatabaseTarget, job_id: str, zone_name: str, site: Calendar | None,
-                 start_s: int, end_s: int) -> None:
+                 start_s: int, end_s: int, now_s: float) -> None:
         self.target, self.job_id, self.zone_name, self.site = target, job_id, zone_name, site
         self.zone = ZoneInfo(zone_name)
         self.grid = day_grid(start_s, end_s, self.zone, site)
+        self.today = datetime.fromtimestamp(now_s, self.zone).date().toordinal() - EPOCH_ORDINAL
         self.rows_read = 0  # stored rows read, for the benchmark
         self.days_computed = 0  # days computed from Q15 (not covered)
 
@@ -72,7 +73,7 @@ class DaySource:
                 found = [specs.get(key) for key in keys]
                 if all(f is not None and f[0] == wanted[key] for f, key in zip(found, keys)):
                     lo = max(first, *(f[1] for f in found))  # type: ignore[index]
-                    hi = min(end, *(f[2] for f in found))  # type: ignore[index]
+                    hi = min(end, self.today, *(f[2] for f in found))  # type: ignore[index]
                 if lo < hi:
                     stored = read_rows(conn, self.target, self.job_id, keys, lo, hi)
                     for key, found_gaps in read_gaps(conn, self.target, self.job_id, keys, self._midnight(lo),

@@ -1,9 +1,9 @@
 """Keeps the daily rollups following the Q15 buckets the service's upkeep recomputes.
 
 The upkeep hands over every bucket it recomputed (``touch``). A day that is
-over (late data, or its last bucket just closed) is rebuilt at the next pass;
-today's day, whose open bucket is recomputed every few seconds, at most every
-``OPEN_EVERY_S``. A rebuild reaches back and forward to the good readings
+over (late data, or its last bucket just closed) is rebuilt at the next pass.
+Today is not built: it is still changing, and a report computes it from Q15
+(``daily.DaySource``), so its figures never lag. A rebuild reaches back and forward to the good readings
 bracketing the touched buckets (``daybuild``). The work is synchronous (the
 report's reader and arithmetic): the upkeep runs ``build`` in a thread.
 Touched buckets are kept in memory until built: a build that fails is retried
@@ -26,8 +26,6 @@ from susee.report.intervals import BUCKET_S
 
 log = logging.getLogger(__name__)
 
-# Today's day is rebuilt at this pace: its figures in a report lag Q15 by at most this.
-OPEN_EVERY_S = 900.0
 # Touched buckets further apart than this are rebuilt as separate ranges.
 SPLIT_S = 86_400
 
@@ -35,7 +33,7 @@ SPLIT_S = 86_400
 class DayKeeper:
     """Rebuilds the days of recomputed Q15 buckets; ``counter_days`` counts them (days x counters)."""
 
-    def __init__(self, settings: Settings, plans: Sequence[DevicePlan], open_every_s: float = OPEN_EVERY_S) -> None:
+    def __init__(self, settings: Settings, plans: Sequence[DevicePlan]) -> None:
         self.target = settings.database_target()
         self.job_id = settings.job_id
         self.zone_name = settings.timezone
@@ -43,9 +41,7 @@ class DayKeeper:
         self.calendar = site_calendar(settings)  # TariffError for a bad site tariff: at start
         self.counters = site_counters(plans, settings.sample_time)
         self.rollup_keep_days = settings.storage.rollup_keep_days
-        self.open_every_s = open_every_s
         self.pending: set[float] = set()  # bucket starts, epoch s
-        self.last_open_s: float | None = None
         self.counter_days = 0
 
     def touch(self, buckets: Iterable[datetime]) -> None:
@@ -53,16 +49,13 @@ class DayKeeper:
         self.pending.update(bucket.replace(tzinfo=timezone.utc).timestamp() for bucket in buckets)
 
     def due(self, now_s: float) -> bool:
-        """A closed day is touched, or today's was built longer than ``open_every_s`` ago."""
-        if not self.pending or not self.counters:
-            return False
-        if min(self.pending) < local_midnight(now_s, self.zone):
-            return True
-        return self.last_open_s is None or now_s - self.last_open_s >= self.open_every_s
+        """A day that is over was touched."""
+        return bool(self.counters) and any(bucket < local_midnight(now_s, self.zone) for bucket in self.pending)
 
     def build(self, now_s: float) -> int:
-        """Rebuild the touched days (run in a thread); returns the counter-days built."""
-        taken = sorted(self.pending)
+        """Rebuild the touched days that are over (run in a thread); returns the counter-days built."""
+        today = local_midnight(now_s, self.zone)
+        taken = sorted(bucket for bucket in self.pending if bucket < today)
         ranges: list[list[float]] = []
         for bucket in taken:
             if ranges and bucket - ranges[-1][1] <= SPLIT_S:
@@ -71,11 +64,9 @@ class DayKeeper:
                 ranges.append([bucket, bucket + BUCKET_S])
         days = 0
         for start, end in ranges:
-            days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start, end,
-                               not_before_s=rollup_horizon_s(self.rollup_keep_days, now_s))
+            days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start,
+                               min(end, today), not_before_s=rollup_horizon_s(self.rollup_keep_days, now_s))
         self.pending.difference_update(taken)
-        if taken[-1] + BUCKET_S > local_midnight(now_s, self.zone):
-            self.last_open_s = now_s
         self.counter_days += days
         log.debug("daily rollups: %d counter-day(s) rebuilt", days)
         return days
