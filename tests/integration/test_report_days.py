@@ -54,7 +54,8 @@ def utc_text(t: float) -> str:
 
 def meter_a(skip_offline: bool = True) -> list[tuple]:
     rows, t, value = [], local("2026-03-26T00:00"), 2_000_000.0
-    bad = [(local("2026-03-27T23:30"), local("2026-03-28T00:40")), (local("2026-03-31T22:10"), local("2026-04-01T01:00"))]
+    bad = [(local("2026-03-27T23:30"), local("2026-03-28T00:40")),
+           (local("2026-03-31T22:10"), local("2026-04-01T01:00"))]
     offline = (local("2026-04-02T10:05"), local("2026-04-04T09:00"))
     reset = local("2026-04-01T12:00")
     while t <= local("2026-04-06T00:00"):

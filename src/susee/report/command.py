@@ -161,8 +161,9 @@ def _build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, r
     wanted = [counters[plan.id][param] for plan in plans for param in params if param in counters[plan.id]]
     source = _day_source(settings, request, calendar, collector, wanted) if use_days else None
     if source is not None:  # day or month intervals: from the daily rollups
-        _from_days(source, [[counters[plan.id][param] for plan in chunk for param in params if param in counters[plan.id]]
-                            for chunk in chunks], params, collector, progress)
+        per_chunk = [[counters[plan.id][param] for plan in chunk for param in params if param in counters[plan.id]]
+                     for chunk in chunks]
+        _from_days(source, per_chunk, params, collector, progress)
     for chunk in _progress(chunks if source is None else [], progress, "meters", CHUNK_DEVICES):
         keys = [(plan.id, part) for plan in chunk for param in params
                 if param in counters[plan.id] for _, part, _ in counters[plan.id][param].terms]

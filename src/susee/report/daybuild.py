@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from susee.config import DatabaseTarget
@@ -111,7 +112,7 @@ def _build_chunk(target: DatabaseTarget, job_id: str, counters: Sequence[Counter
         write(conn, target, job_id, grid, rows, gaps, {key: specs[key] for key in keys})
 
 
-def _bracketed(conn, target: DatabaseTarget, job_id: str, keys: Sequence[Key], start_s: float,  # type: ignore[no-untyped-def]
+def _bracketed(conn: Any, target: DatabaseTarget, job_id: str, keys: Sequence[Key], start_s: float,
                end_s: float) -> dict[Key, tuple[float, float]]:
     """Per key, [start_s, end_s) widened to its last good bucket before and its first good bucket after
     (within the reader's bracket)."""
