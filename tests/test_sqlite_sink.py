@@ -126,6 +126,10 @@ async def test_migrate_creates_the_tables_in_wal_mode(target, query, job_id):
         "migration 0002 rollups applied",
         f"created table see{job_id}Q60",
         "migration 0003 hourly_rollups applied",
+        f"created table see{job_id}Day",
+        f"created table see{job_id}DayGap",
+        f"created table see{job_id}DaySpec",
+        "migration 0004 daily_rollups applied",
     ]
     for suffix, (columns, uniques) in TABLES.items():
         table = f"see{job_id}{suffix}"
@@ -139,7 +143,7 @@ async def test_migrate_twice_says_up_to_date_and_changes_nothing(sink, query, jo
     await sink.write([Sample("d01", "104", TICK, 1.5, 1.0, 0)])
     schema = query("SELECT name, sql FROM sqlite_master ORDER BY name")
 
-    assert await sink.migrate() == ["schema up to date (version 3)"]
+    assert await sink.migrate() == ["schema up to date (version 4)"]
     assert query("SELECT name, sql FROM sqlite_master ORDER BY name") == schema
     assert query(f"SELECT COUNT(*) FROM see{job_id}Raw") == [(1,)]
 

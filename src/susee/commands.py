@@ -87,6 +87,7 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
         async with view.serving(view.shares_state(plans, workers)):  # [web] the parent shows the whole site
             return await workers.run()
     orphans: list[Path] = []
+    days = day_keeper(settings, plans)  # every device's counters: only the upkeep holding the lock works
     if worker is not None:
         index, count = worker
         plans = partition(plans, count)[index]
@@ -100,7 +101,7 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
         sink = view.timed(sink)
     supervisor = Supervisor(settings, plans, sink, handle_signals=worker is None,
                             observe=view.tap.wrap if view is not None else None)  # [web]
-    upkeep = StorageUpkeep(settings)  # rollups, partitions, retention: beside the acquisition
+    upkeep = StorageUpkeep(settings, days=days)  # rollups, partitions, retention: beside the acquisition
     upkeep_task = asyncio.create_task(upkeep.run(), name="storage-upkeep")
     following = None
     if worker is not None:
@@ -117,6 +118,23 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
         await upkeep.close()
         await upkeep_task
         await replay.close()
+
+
+def day_keeper(settings: Settings, plans: list[DevicePlan]):
+    """The daily rollups' keeper (``susee.report.daykeeper``), None without the report extra or without
+    rollups; ConfigError for a bad site ``tariff``."""
+    if not settings.storage.rollups:
+        return None
+    try:
+        from susee.report.daykeeper import DayKeeper
+        from susee.report.tariffs import TariffError
+    except ImportError as exc:
+        log.info("daily rollups not kept: they need the report extra (pip install 'susee[report]'): %s", exc)
+        return None
+    try:
+        return DayKeeper(settings, plans)
+    except TariffError as exc:
+        raise ConfigError(f"tariff: {exc}") from None
 
 
 def live_view(settings: Settings, plans: list[DevicePlan]):

@@ -393,6 +393,9 @@ class Settings(BaseSettings):
     # civil time; rows stay in UTC) and meters computed from real ones, e.g.
     # {unmetered: "main - hvac - lighting"} (see susee.expressions).
     timezone: str = "UTC"
+    # The site's tariff bands (none, arera or a YAML calendar beside the config): the
+    # daily rollups are kept per band of it, and it is `susee report`'s default --tariff.
+    tariff: str = Field(default="none", min_length=1)
     virtual_meters: dict[str, str] = Field(default_factory=dict)
 
     # The original susee's .env names.
@@ -640,7 +643,10 @@ def resolved_paths(settings: Settings, folder: Path, default_spool: Path = Path(
     http = settings.http
     if http.tariff.lower() not in ("none", "arera") and not Path(http.tariff).is_absolute():
         http = http.model_copy(update={"tariff": str(folder / http.tariff)})  # a calendar file beside the config
-    return settings.model_copy(update={"database": database, "spool": spool, "http": http})
+    tariff = settings.tariff
+    if tariff.lower() not in ("none", "arera") and not Path(tariff).is_absolute():
+        tariff = str(folder / tariff)
+    return settings.model_copy(update={"database": database, "spool": spool, "http": http, "tariff": tariff})
 
 
 def unquoted_ids(text: str, data: Mapping) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -87,7 +88,6 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None, conne
         plural = "s" if len(sinks) > 1 else ""
         print(f"rolled up {start} to {end}: {buckets} buckets, {rows:,} raw rows in {elapsed:.1f} s"
               f" ({rows / elapsed if elapsed else 0:,.0f} rows/s, {len(sinks)} connection{plural})")
-        return 0
     except SinkError as exc:
         print(f"susee rollup stopped: {exc} (buckets done stay done; run it again for the range: recomputing is"
               " idempotent)")
@@ -95,6 +95,8 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None, conne
     finally:
         for sink in sinks:
             await sink.close()
+    await daily_rollups(site, start, end)  # the days of the range, and those its gaps reach
+    return 0
 
 
 async def _raw_rows(session: Session, rollups: Rollups, start: datetime, end: datetime) -> int:
@@ -105,6 +107,27 @@ async def _raw_rows(session: Session, rollups: Rollups, start: datetime, end: da
         (f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"),
     )
     return int(rows)
+
+
+async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:
+    """The daily rollups of the local days [start, end) (naive UTC) touches, and of the days its gaps reach."""
+    try:
+        from susee.report.daybuild import build_days, rollup_horizon_s, site_counters
+        from susee.report.days import site_calendar
+    except ImportError as exc:
+        print(f"daily rollups not built: they need the report extra (pip install 'susee[report]'): {exc}")
+        return
+    settings = site.settings
+    began = time.perf_counter()
+    days = await asyncio.to_thread(
+        build_days, settings.database_target(), settings.job_id, site_counters(site.plans, settings.sample_time),
+        settings.timezone, site_calendar(settings), _epoch(start), _epoch(end),
+        not_before_s=rollup_horizon_s(settings.storage.rollup_keep_days, time.time()))
+    print(f"daily rollups: {days} counter-day(s) built in {time.perf_counter() - began:.1f} s")
+
+
+def _epoch(moment: datetime) -> float:
+    return (moment - datetime(1970, 1, 1)).total_seconds()
 
 
 def _progress(total: int | None, unit: str = "bucket"):

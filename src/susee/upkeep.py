@@ -5,6 +5,8 @@ One task with its own database connection (the writer's is never held by it):
 - every ``storage.rollup_every`` seconds, the buckets marked in Q15Dirty are
   recomputed from Raw (``susee.rollup``): closed buckets once, the bucket
   still being written every ``storage.rollup_open_every`` seconds;
+- after the buckets, the daily rollups of the days they touched that are over
+  (``susee.report.daykeeper``, when the report extra is installed), in a thread;
 - every hour (and at start), day partitions are made ahead
   (``susee.partitions``) and expired data removed (``susee.retention``).
 
@@ -20,12 +22,16 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from susee.config import Settings
 from susee.partitions import make_ahead
 from susee.retention import expire_raw, expire_rollups, horizon
 from susee.rollup import prepare_session, BUCKET, Rollups, Session, now_utc
 from susee.sinks import Sink, SinkError, create_sink
+
+if TYPE_CHECKING:
+    from susee.report.daykeeper import DayKeeper
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,8 @@ CLOSE_GRACE = timedelta(seconds=15)
 class StorageUpkeep:
     """Keeps rollups, partitions and retention up to date while the service runs."""
 
-    def __init__(self, settings: Settings, sink: Sink | None = None, now: Callable[[], datetime] = now_utc) -> None:
+    def __init__(self, settings: Settings, sink: Sink | None = None, now: Callable[[], datetime] = now_utc,
+                 days: DayKeeper | None = None) -> None:
         self.settings = settings.storage
         self.job_id = settings.job_id
         self.sink = sink or create_sink(settings.database_target(), settings.job_id, rollups=False)
@@ -50,6 +57,7 @@ class StorageUpkeep:
         self._failing = False
         self.rollups: Rollups | None = None
         self.buckets_done = 0
+        self.days = days  # the daily rollups (None: not kept)
 
     async def run(self) -> None:
         """Work until ``close()``; database failures are logged and retried at the next pass."""
@@ -113,12 +121,16 @@ class StorageUpkeep:
                     continue
                 self._opened[bucket] = now
             await self.rollups.refresh_bucket(session, bucket, version, keep_from)
+            if self.days is not None:
+                self.days.touch((bucket,))
             done += 1
         for bucket in [b for b in self._opened if b + BUCKET + CLOSE_GRACE <= now]:
             del self._opened[bucket]
         self.buckets_done += done
         if done > 1:
             log.debug("storage upkeep: %d bucket(s) rolled up", done)
+        if self.days is not None and self.days.due(_epoch(now)):
+            await asyncio.to_thread(self.days.build, _epoch(now))
         return done
 
     async def housekeeping(self, session: Session, now: datetime) -> None:
@@ -148,3 +160,8 @@ class StorageUpkeep:
         rows = await session.fetch("SELECT GET_LOCK(%s, 0)", (name,))
         self._owner = bool(rows and rows[0][0] == 1)
         return self._owner
+
+
+def _epoch(moment: datetime) -> float:
+    """A naive UTC datetime (the upkeep's clock) as epoch seconds."""
+    return (moment - datetime(1970, 1, 1)).total_seconds()

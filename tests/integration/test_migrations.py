@@ -101,9 +101,10 @@ MODERN_TABLES = {
 def test_mariadb_migrations_are_found_in_version_order():
     assert [(m.version, m.name) for m in load_migrations("mariadb")] == [
         (1, "create_tables"), (2, "upgrade_seed_tables"), (3, "rollups"), (4, "compact_raw"), (5, "hourly_rollups"),
+        (6, "daily_rollups"),
     ]
     assert [(m.version, m.name) for m in load_migrations("sqlite")] == [
-        (1, "create_tables"), (2, "rollups"), (3, "hourly_rollups"),
+        (1, "create_tables"), (2, "rollups"), (3, "hourly_rollups"), (4, "daily_rollups"),
     ]
 
 
@@ -189,6 +190,10 @@ async def test_migrate_creates_the_database_and_tables(sink, mariadb_target, job
         "migration 0004 compact_raw applied",
         f"created table see{job_id}Q60",
         "migration 0005 hourly_rollups applied",
+        f"created table see{job_id}Day",
+        f"created table see{job_id}DayGap",
+        f"created table see{job_id}DaySpec",
+        "migration 0006 daily_rollups applied",
     ]
     for suffix, (expected_columns, expected_keys) in {**MODERN_TABLES, "Raw": COMPACT_RAW}.items():
         assert columns(mariadb_target, f"see{job_id}{suffix}") == expected_columns, suffix
@@ -199,6 +204,7 @@ async def test_migrate_creates_the_database_and_tables(sink, mariadb_target, job
         (3, "rollups"),
         (4, "compact_raw"),
         (5, "hourly_rollups"),
+        (6, "daily_rollups"),
     )
 
 
@@ -208,7 +214,7 @@ async def test_migrate_twice_says_up_to_date_and_changes_nothing(sink, mariadb_t
     await sink.write([Sample("d01", "104", TICK, 1.5, 1.0, 0)])
     before = create_statements(mariadb_target, job_id)
 
-    assert await sink.migrate() == ["schema up to date (version 5)"]
+    assert await sink.migrate() == ["schema up to date (version 6)"]
     assert create_statements(mariadb_target, job_id) == before
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM see{job_id}Raw") == ((1,),)
 
@@ -281,7 +287,7 @@ async def test_seed_era_database_is_upgraded_in_place_and_reports_each_change(si
         "migration 0004 compact_raw applied",  # a Raw with rows keeps its layout: migrate --compact converts it
     ]:
         assert expected in lines, "\n".join(lines)
-    assert not any("created table" in line for line in lines if not line.endswith(("SchemaVersion", "Q15", "Q15Dirty", "Q60")))
+    assert not any("created table" in line for line in lines if not line.endswith(("SchemaVersion", "Q15", "Q15Dirty", "Q60", "Day", "DayGap", "DaySpec")))
     # Rows kept with their ids; the seed's readers saw 4 decimals, and that is the value kept.
     assert fetch(mariadb_target, f"SELECT idNum, idParam, Value FROM {raw} ORDER BY idNum") == (
         (398882, "104", 395.19),
@@ -300,7 +306,7 @@ async def test_seed_era_database_is_upgraded_in_place_and_reports_each_change(si
     batch = [Sample("d00", "104", TICK, 395.19, 178.778, 0), Sample("d00", "104", TICK + 10, 396.0, 1.0, 0)]
     await sink.write(batch)
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM {raw}") == ((5,),)
-    assert await sink.migrate() == ["schema up to date (version 5)"]
+    assert await sink.migrate() == ["schema up to date (version 6)"]
 
 
 @pytest.mark.mariadb
@@ -321,5 +327,5 @@ async def test_failed_upgrade_says_where_and_what_changed_and_can_be_rerun(sink,
     lines = await sink.migrate()
     assert f"{raw}.Value: decimal(20,4) -> double" in lines
     assert "migration 0002 upgrade_seed_tables applied" in lines
-    assert lines[-1] == "migration 0005 hourly_rollups applied"
+    assert lines[-1] == "migration 0006 daily_rollups applied"
     assert fetch(mariadb_target, f"SELECT COUNT(*) FROM {raw}") == ((4,),)

@@ -8,9 +8,12 @@ virtual meter or a tag group needs are combined as they arrive.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,7 +22,10 @@ import numpy as np
 
 from susee.config import Settings
 from susee.devices import DevicePlan
-from susee.report.aggregate import Composite, Figure, combine, figures, layers
+from susee.report.aggregate import ALL, Composite, Figure, Layer, combine, figure_rows, figures, layers
+from susee.report.daily import CellMap, DaySource, cell_map, reduce_cells, usable
+from susee.report.days import DayGrid, DayRows, site_calendar
+from susee.report.energy import GapSpan
 from susee.report.energy import counter_series
 from susee.report.intervals import BUCKET_S, Interval, intervals, parse_duration, parse_local
 from susee.report.meters import (
@@ -72,6 +78,10 @@ class Report:
     # (meter, param) -> mean W per 15 minutes (NaN unknown), for load profiles
     profiles: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     grid_start: int = 0
+    # Where the figures came from: daily rows read, and days computed from Q15 because the
+    # daily rollups did not cover them (both 0: the 15-minute path).
+    day_rows_read: int = 0
+    days_from_q15: int = 0
 
 
 def parse_request(args: argparse.Namespace, zone: ZoneInfo, now_s: float) -> Request:
@@ -109,10 +119,33 @@ def _when(option: str, text: str, zone: ZoneInfo) -> int:
 
 
 def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, request: Request,
-          progress: bool = False) -> Report:
-    """Read the rollups and compute every figure; Culprit, TariffError or ReadError on failure."""
+          progress: bool = False, use_days: bool = True) -> Report:
+    """Read the rollups and compute every figure; Culprit, TariffError or ReadError on failure.
+
+    Day and month intervals come from the daily rollups when they can (``use_days``; the same figures).
+    """
+    with _collector_paused():
+        return _build(settings, plans, config_path, request, progress, use_days)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the rows are made: a daily report of 1,000 meters makes 1.6 M rows
+    (tuples, no cycles), and the collector's passes over them took twice as long as making them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, request: Request,
+           progress: bool, use_days: bool) -> Report:
     zone = ZoneInfo(settings.timezone)
-    calendar = load_calendar(request.tariff, config_path.parent) if request.tariff else None
+    tariff = request.tariff or settings.tariff  # the site's tariff is the default
+    calendar = None if tariff.lower() == "none" else load_calendar(tariff, config_path.parent)
     plans = [plan for plan in plans if plan.profile is not None]
     counters = {plan.id: device_counters(plan, settings.sample_time) for plan in plans}
     tags = {device.id: device.tags for device in settings.devices}
@@ -125,7 +158,13 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
     collector = _Collector(Report(zone, request.every, calendar, spans, grid_start=spans[0].start_s), rows, counters)
     target, end_s = settings.database_target(), spans[-1].end_s
     chunks = [plans[i:i + CHUNK_DEVICES] for i in range(0, len(plans), CHUNK_DEVICES)]
-    for chunk in _progress(chunks, progress, "meters", CHUNK_DEVICES):
+    wanted = [counters[plan.id][param] for plan in plans for param in params if param in counters[plan.id]]
+    source = _day_source(settings, request, calendar, collector, wanted) if use_days else None
+    if source is not None:  # day or month intervals: from the daily rollups
+        per_chunk = [[counters[plan.id][param] for plan in chunk for param in params if param in counters[plan.id]]
+                     for chunk in chunks]
+        _from_days(source, per_chunk, params, collector, progress)
+    for chunk in _progress(chunks if source is None else [], progress, "meters", CHUNK_DEVICES):
         keys = [(plan.id, part) for plan in chunk for param in params
                 if param in counters[plan.id] for _, part, _ in counters[plan.id][param].terms]
         found = read_rows(target, settings.job_id, keys, spans[0].start_s, end_s)
@@ -134,8 +173,44 @@ def build(settings: Settings, plans: Sequence[DevicePlan], config_path: Path, re
                 if param in counters[plan.id]:
                     collector.device(counters[plan.id][param], found)
     collector.finish(params)
-    _sort(collector.report, rows, params)
+    if source is not None:
+        collector.report.day_rows_read, collector.report.days_from_q15 = source.rows_read, source.days_computed
+    _sort(collector.report, rows, params, rows_sorted=source is not None)
     return collector.report
+
+
+def _from_days(source: DaySource, chunks: list[list[Counter]], params: list[str], collector: _Collector,
+               progress: bool) -> None:
+    """Every device's figures from its daily elements. The next chunk is read in a thread while this one is
+    computed: the server formats its rows meanwhile."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(source.read, chunks[0]) if chunks else None
+        for number in _progress(list(range(len(chunks))), progress, "meters", CHUNK_DEVICES):
+            assert ahead is not None
+            elements = ahead.result()
+            if number + 1 < len(chunks):
+                ahead = pool.submit(source.read, chunks[number + 1])
+            by_device: dict[str, list] = {}
+            for counter in chunks[number]:
+                by_device.setdefault(counter.device, []).append((counter, *elements[(counter.device, counter.param)]))
+            for parts in by_device.values():
+                collector.device_days(parts, params, source.grid)
+
+
+def _day_source(settings: Settings, request: Request, calendar: Calendar | None, collector: _Collector,
+                wanted: list[Counter]) -> DaySource | None:
+    """The daily rollups when they can give this report's figures: day or month intervals of devices (not virtual
+    meters or tag groups: their peak is the peak of a sum) and no PNG (its load profile is 15-minute)."""
+    if collector.combined_rows or (request.out is not None and request.out.suffix.lower() == ".png"):
+        return None
+    if request.every not in ("day", "month"):
+        return None
+    site = site_calendar(settings)
+    if not usable(request.every, calendar, site, settings.timezone, wanted):
+        return None
+    report = collector.report
+    return DaySource(settings.database_target(), settings.job_id, settings.timezone, site, report.grid_start,
+                     report.intervals[-1].end_s, time.time())
 
 
 class _Collector:
@@ -158,6 +233,8 @@ class _Collector:
         for meter in self.combined_rows:
             for _, device in meter.terms if meter.group else ():
                 self.groups_of.setdefault(device, []).append(meter)
+        self.labels: dict[int, str] = {}  # local time texts of peak instants
+        self.cell_maps: dict[int, tuple[CellMap, np.ndarray]] = {}  # by id of a layer in self.layers
         self.kept: dict[str, dict[str, Composite]] = {}  # parts of virtual meters
         self.sums: dict[tuple[str, str], tuple[str, Composite]] = {}  # tag groups, summed as devices arrive
 
@@ -178,6 +255,44 @@ class _Collector:
         if device in self.device_rows:
             self._add(device, param, counter.unit, composite)
 
+    def device_days(self, parts: list[tuple[Counter, DayRows, list[GapSpan]]], params: list[str],
+                    grid: DayGrid) -> None:
+        """One device's counters from their daily elements (``DaySource``); its rows are added in report order
+        (interval, band, param), ordered with numpy rather than by a per-row sort key."""
+        report = self.report
+        per_interval, whole = self.layers
+        rows: list[Figure] = []
+        keys: list[np.ndarray] = []
+        for counter, elements, spans in parts:
+            sample_time_s = counter.terms[0][2].sample_time_s
+            for layer in per_interval:
+                if layer.cells:
+                    cells, order_key = self._cells(grid, layer)
+                    rows.extend(figure_rows(counter.device, counter.param, counter.unit, layer, report.intervals,
+                                            report.zone, reduce_cells(elements, spans, layer, cells, sample_time_s),
+                                            self.labels))
+                    keys.append(np.column_stack([order_key, np.full(len(order_key), params.index(counter.param))]))
+            for layer in whole:
+                if layer.cells:
+                    report.totals.extend(figure_rows(
+                        counter.device, counter.param, counter.unit, layer, self.whole, report.zone,
+                        reduce_cells(elements, spans, layer, self._cells(grid, layer)[0], sample_time_s),
+                        self.labels))
+        if rows:
+            key = np.concatenate(keys)
+            report.rows.extend(rows[i] for i in np.lexsort((key[:, 2], key[:, 1], key[:, 0])).tolist())
+
+    def _cells(self, grid: DayGrid, layer: Layer) -> tuple[CellMap, np.ndarray]:
+        """A layer's elements per cell and its cells' (interval, band rank) order keys: once per report."""
+        found = self.cell_maps.get(id(layer))
+        if found is None:
+            calendar = self.report.calendar
+            rank = {ALL: -1, **{band: i for i, band in enumerate(calendar.bands if calendar else ())},
+                    **{band: 100 + i for i, band in enumerate(sorted(calendar.combined if calendar else ()))}}
+            order_key = np.array([(i, rank[b]) for i, b in layer.cells], dtype=np.int64).reshape(-1, 2)
+            found = self.cell_maps[id(layer)] = (cell_map(grid, layer), order_key)
+        return found
+
     def finish(self, params: list[str]) -> None:
         """Figures of the virtual meters and tag groups, once every device is in."""
         for meter in self.combined_rows:
@@ -192,16 +307,16 @@ class _Collector:
         per_interval, whole = self.layers
         for layer in per_interval:
             report.rows.extend(figures(meter, param, unit, composite, layer, report.intervals,
-                                       report.grid_start, report.zone))
+                                       report.grid_start, report.zone, self.labels))
         for layer in whole:
             report.totals.extend(figures(meter, param, unit, composite, layer, self.whole,
-                                         report.grid_start, report.zone))
+                                         report.grid_start, report.zone, self.labels))
         shown = {m for m, _ in report.profiles}
         if len(shown) < PROFILE_METERS or meter in shown:
             report.profiles[(meter, param)] = composite.energy * (3600 / BUCKET_S)
 
 
-def _sort(report: Report, rows: list[Meter], params: list[str]) -> None:
+def _sort(report: Report, rows: list[Meter], params: list[str], rows_sorted: bool = False) -> None:
     meter_rank = {meter.name: index for index, meter in enumerate(rows)}
     param_rank = {param: index for index, param in enumerate(params)}
     bands = {"all": -1, **{band: i for i, band in enumerate(report.calendar.bands if report.calendar else ())}}
@@ -210,7 +325,8 @@ def _sort(report: Report, rows: list[Meter], params: list[str]) -> None:
         return (meter_rank[figure.meter], figure.interval.start_s, bands.get(figure.band, 99), figure.band,
                 param_rank[figure.param])
 
-    report.rows.sort(key=key)
+    if not rows_sorted:
+        report.rows.sort(key=key)
     report.totals.sort(key=key)
 
 

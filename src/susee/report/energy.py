@@ -74,6 +74,10 @@ class GapSpan:
     first: int
     last: int
     pieces: tuple[tuple[int, float], ...]
+    # The gap itself (epoch s, Wh): the daily rollups keep it to split it over any report's grid.
+    t0: float = 0.0
+    t1: float = 0.0
+    delta: float = 0.0
 
 
 @dataclass
@@ -195,18 +199,19 @@ def _spans(rows: np.ndarray, start_s: int, count: int, rules: CounterRules, tota
     long_span = t1 - t0 > GAP_PERIODS * rules.sample_time_s
     gaps = np.nonzero((first != end) & long_span | ~simple)[0]
     for number in gaps:
-        pieces = _pieces(float(t0[number]), float(t1[number]), float(delta[number]), start_s, count)
+        pieces = pieces_of(float(t0[number]), float(t1[number]), float(delta[number]), start_s, count)
         if not simple[number]:
             for bucket, wh in pieces:
                 total[bucket] += wh
                 covered[bucket] = True
                 flags[bucket] |= flag[number]
         if delta[number] > 0 and first[number] != end[number] and long_span[number]:
-            spans.append(GapSpan(int(first[number]), int(end[number]), tuple(pieces)))
+            spans.append(GapSpan(int(first[number]), int(end[number]), tuple(pieces),
+                                 float(t0[number]), float(t1[number]), float(delta[number])))
     return spans
 
 
-def _pieces(t0: float, t1: float, delta: float, start_s: int, count: int) -> list[tuple[int, float]]:
+def pieces_of(t0: float, t1: float, delta: float, start_s: int, count: int) -> list[tuple[int, float]]:
     """(bucket, Wh) of a change ``delta`` from ``t0`` to ``t1``, in proportion to the time in each bucket."""
     first = int((t0 - start_s) // BUCKET_S)
     end = -int(-(t1 - start_s) // BUCKET_S) - 1
