@@ -197,6 +197,11 @@ class SQLiteSink:
             timeout=self.target.connect_timeout,
             isolation_level=None,
             check_same_thread=False,
+            # No statement cache: a cached statement run again from another worker
+            # thread failed now and then with "bad parameter or other API misuse"
+            # (the rollup's executemany; CPython's sqlite3, cf. python/cpython#118172).
+            # Preparing a statement per call costs microseconds a batch.
+            cached_statements=0,
         )
         # SQLite has no BIT_OR: the rollups' Codes column needs it.
         conn.create_aggregate("bit_or", 1, _BitOr)
