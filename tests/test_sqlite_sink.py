@@ -129,6 +129,7 @@ async def test_migrate_creates_the_tables_in_wal_mode(target, query, job_id):
         f"created table see{job_id}Day",
         f"created table see{job_id}DayGap",
         f"created table see{job_id}DaySpec",
+        f"created table see{job_id}DayDirty",
         "migration 0004 daily_rollups applied",
     ]
     for suffix, (columns, uniques) in TABLES.items():

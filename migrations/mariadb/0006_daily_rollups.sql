@@ -45,3 +45,13 @@ CREATE TABLE IF NOT EXISTS `see{job}DaySpec` (
     ToDay DATE NOT NULL,
     PRIMARY KEY (idDevice, idParam)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Buckets whose Q15 rows the service recomputed and whose days are still to
+-- rebuild: marked in the recomputation's transaction (Version + 1), removed
+-- once their days are rebuilt unless marked again meanwhile. A stop or a
+-- crash in between leaves them marked: the next start rebuilds those days.
+CREATE TABLE IF NOT EXISTS `see{job}DayDirty` (
+    Bucket DATETIME NOT NULL,
+    Version BIGINT UNSIGNED NOT NULL,
+    PRIMARY KEY (Bucket)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

@@ -34,3 +34,8 @@ CREATE TABLE IF NOT EXISTS "see{job}DaySpec" (
     ToDay TEXT NOT NULL,
     PRIMARY KEY (idDevice, idParam)
 );
+
+CREATE TABLE IF NOT EXISTS "see{job}DayDirty" (
+    Bucket TEXT NOT NULL PRIMARY KEY,
+    Version INTEGER NOT NULL
+);

@@ -33,7 +33,7 @@ COMMENT_LINE = re.compile(r"^[ \t]*--.*$", re.MULTILINE)
 DELETE_FROM = re.compile(r"^DELETE\b.*?\bFROM\s+[`\"]?(\w+)", re.IGNORECASE | re.DOTALL)
 TABLE_SUFFIXES = ("Raw", "Last", "Params", "SchemaVersion")
 # Further tables a migration may create, reported with the others.
-MORE_SUFFIXES = ("Q15", "Q15Dirty", "Q60", "Day", "DayGap", "DaySpec")
+MORE_SUFFIXES = ("Q15", "Q15Dirty", "Q60", "Day", "DayGap", "DaySpec", "DayDirty")
 
 
 class MigrationError(Exception):

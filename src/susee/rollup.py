@@ -128,12 +128,14 @@ class Tables:
     q15: str
     dirty: str
     q60: str = ""
+    day_dirty: str = ""  # buckets whose days the daily rollups must rebuild (susee.report.daykeeper)
 
     @classmethod
     def of(cls, job_id: str, dialect: str) -> Tables:
         check_job_id(job_id)
         quote = "`" if dialect == "mariadb" else '"'
-        return cls(*(f"{quote}see{job_id}{suffix}{quote}" for suffix in ("Raw", "Q15", "Q15Dirty", "Q60")))
+        suffixes = ("Raw", "Q15", "Q15Dirty", "Q60", "DayDirty")
+        return cls(*(f"{quote}see{job_id}{suffix}{quote}" for suffix in suffixes))
 
 
 def mark_sql(dialect: str, dirty: str, buckets: int) -> str:
@@ -287,7 +289,9 @@ class Rollups:
     the whole computation would hold SQLite's single write lock for seconds.
     """
 
-    def __init__(self, job_id: str, dialect: str) -> None:
+    def __init__(self, job_id: str, dialect: str, mark_days: bool = False) -> None:
+        """``mark_days``: each recomputed bucket is also marked for the daily rollups (the service
+        keeps them), in the recomputation's transaction, so a stop or crash never loses one."""
         self.dialect = dialect
         self.tables = Tables.of(job_id, dialect)
         mark = "%s" if dialect == "mariadb" else "?"
@@ -299,6 +303,7 @@ class Rollups:
         self._hourly = hourly_sql(dialect, self.tables)
         self._dirty = f"SELECT Bucket, Version FROM {self.tables.dirty} ORDER BY Bucket"
         self._clear = f"DELETE FROM {self.tables.dirty} WHERE Bucket = {mark} AND Version = {mark}"
+        self._mark_day = mark_sql(dialect, self.tables.day_dirty, 1) if mark_days else None
 
     async def dirty(self, session: Session) -> list[tuple[datetime, int]]:
         """Buckets due, oldest first, with their marker Version."""
@@ -341,6 +346,8 @@ class Rollups:
         try:
             await self.write(session, staged)
             cleared = await session.execute(self._clear, (_text(bucket), version)) == 1
+            if self._mark_day is not None:
+                await session.execute(self._mark_day, (_text(bucket),))
             await session.commit()
         except BaseException:
             await session.rollback()

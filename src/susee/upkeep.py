@@ -92,7 +92,7 @@ class StorageUpkeep:
         if not await self._own(session):
             return
         await prepare_session(session)
-        self.rollups = self.rollups or Rollups(self.job_id, session.dialect)
+        self.rollups = self.rollups or Rollups(self.job_id, session.dialect, mark_days=self.days is not None)
         now = self.now()
         if self._next_housekeeping is None or now >= self._next_housekeeping:
             await self.housekeeping(session, now)
@@ -121,15 +121,13 @@ class StorageUpkeep:
                     continue
                 self._opened[bucket] = now
             await self.rollups.refresh_bucket(session, bucket, version, keep_from)
-            if self.days is not None:
-                self.days.touch((bucket,))
             done += 1
         for bucket in [b for b in self._opened if b + BUCKET + CLOSE_GRACE <= now]:
             del self._opened[bucket]
         self.buckets_done += done
         if done > 1:
             log.debug("storage upkeep: %d bucket(s) rolled up", done)
-        if self.days is not None and self.days.due(_epoch(now)):
+        if self.days is not None:  # the days of buckets marked now or before a restart
             await asyncio.to_thread(self.days.build, _epoch(now))
         return done
 

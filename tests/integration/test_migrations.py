@@ -193,6 +193,7 @@ async def test_migrate_creates_the_database_and_tables(sink, mariadb_target, job
         f"created table see{job_id}Day",
         f"created table see{job_id}DayGap",
         f"created table see{job_id}DaySpec",
+        f"created table see{job_id}DayDirty",
         "migration 0006 daily_rollups applied",
     ]
     for suffix, (expected_columns, expected_keys) in {**MODERN_TABLES, "Raw": COMPACT_RAW}.items():
@@ -287,7 +288,7 @@ async def test_seed_era_database_is_upgraded_in_place_and_reports_each_change(si
         "migration 0004 compact_raw applied",  # a Raw with rows keeps its layout: migrate --compact converts it
     ]:
         assert expected in lines, "\n".join(lines)
-    assert not any("created table" in line for line in lines if not line.endswith(("SchemaVersion", "Q15", "Q15Dirty", "Q60", "Day", "DayGap", "DaySpec")))
+    assert not any("created table" in line for line in lines if not line.endswith(("SchemaVersion", "Q15", "Q15Dirty", "Q60", "Day", "DayGap", "DaySpec", "DayDirty")))
     # Rows kept with their ids; the seed's readers saw 4 decimals, and that is the value kept.
     assert fetch(mariadb_target, f"SELECT idNum, idParam, Value FROM {raw} ORDER BY idNum") == (
         (398882, "104", 395.19),

@@ -205,7 +205,7 @@ async def test_late_data_rebuilds_every_day_its_gap_spanned(tmp_path, job_id, ta
     keeper = await upkeep_pass(site)
     # The late buckets lie on 04-03 only; a's days rebuilt reach its bracketing readings (04-02 .. 04-04),
     # b's (recomputed too: markers are per bucket) stay on 04-03.
-    assert keeper.counter_days == 3 + 1 and not keeper.pending
+    assert keeper.counter_days == 3 + 1 and not keeper.marked(local("2026-12-01T00:00"))
 
     after = report(site, "day", "2026-04-01", "2026-04-06", True)
     q15 = report(site, "day", "2026-04-01", "2026-04-06", False)
@@ -244,20 +244,39 @@ async def test_days_before_the_rollup_horizon_are_never_rebuilt(tmp_path, job_id
             assert (values[2], values[5], values[8]) == (energy, good, peak)
 
 
-def test_the_keeper_rebuilds_a_day_once_it_is_over_never_today(tmp_path, job_id):
+async def test_the_keeper_rebuilds_a_day_once_it_is_over_never_today_and_its_markers_outlive_a_restart(
+        tmp_path, job_id):
     site = site_of(tmp_path, job_id, f"sqlite:///{tmp_path / 'site.db'}")
-    keeper = DayKeeper(site.settings, site.plans)
+    database = site.settings.database_target()
+    sink = create_sink(database, job_id)
+    try:
+        await sink.open()
+        await sink.migrate()
+    finally:
+        await sink.close()
     now = local("2026-04-02T12:00")
 
-    def utc(text: str) -> datetime:
-        return datetime.fromtimestamp(local(text), timezone.utc).replace(tzinfo=None)
+    def mark(text: str) -> None:  # as the upkeep's recomputation marks a bucket (Rollups(mark_days=True))
+        bucket = datetime.fromtimestamp(local(text), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        with connection(database, writable=True) as conn:
+            conn.execute(f'INSERT INTO "see{job_id}DayDirty" (Bucket, Version) VALUES (?, 1)', (bucket,))
+            conn.commit()
 
-    assert not keeper.due(now)  # nothing touched
-    keeper.touch([utc("2026-04-02T11:45")])
-    assert not keeper.due(now)  # today: reports compute it from Q15
-    assert keeper.due(local("2026-04-03T00:00"))  # over at midnight
-    keeper.touch([utc("2026-04-01T23:45")])  # a late row for yesterday
-    assert keeper.due(now)
+    def marked() -> list[str]:
+        with connection(database, writable=False) as conn:
+            return [row[0] for row in conn.execute(f'SELECT Bucket FROM "see{job_id}DayDirty" ORDER BY Bucket')]
+
+    keeper = DayKeeper(site.settings, site.plans)
+    assert keeper.build(now) == 0  # nothing marked
+    mark("2026-04-02T11:45")
+    keeper.build(now)
+    assert marked() == ["2026-04-02 09:45:00"]  # today: kept, reports compute it from Q15
+    mark("2026-04-01T23:45")  # a late row for yesterday, then the service stops before the next pass
+    restarted = DayKeeper(site.settings, site.plans)
+    restarted.build(now)  # the next start: the marker was in the database
+    assert marked() == ["2026-04-02 09:45:00"] and restarted.counter_days > 0
+    restarted.build(local("2026-04-03T00:00"))  # over at midnight
+    assert marked() == []
 
 
 async def test_today_is_computed_from_q15_even_when_its_daily_rows_exist(tmp_path, job_id, target):

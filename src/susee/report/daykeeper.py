@@ -1,20 +1,23 @@
 """Keeps the daily rollups following the Q15 buckets the service's upkeep recomputes.
 
-The upkeep hands over every bucket it recomputed (``touch``). A day that is
-over (late data, or its last bucket just closed) is rebuilt at the next pass.
-Today is not built: it is still changing, and a report computes it from Q15
-(``daily.DaySource``), so its figures never lag. A rebuild reaches back and forward to the good readings
-bracketing the touched buckets (``daybuild``). The work is synchronous (the
-report's reader and arithmetic): the upkeep runs ``build`` in a thread.
-Touched buckets are kept in memory until built: a build that fails is retried
-at the next pass; a process that dies first leaves those days as they were
-(``susee rollup --from --to`` rebuilds them).
+The upkeep's recomputation marks every bucket it recomputed in
+``see<job>DayDirty``, in the same transaction (``Rollups(mark_days=True)``).
+At each pass the keeper rebuilds the days of the marked buckets that are over
+(late data, or a day whose last bucket just closed) and removes their markers
+unless a recomputation marked them again meanwhile (``Version``). Today is not
+built: it is still changing, and a report computes it from Q15
+(``daily.DaySource``), so its figures never lag. A rebuild reaches back and
+forward to the good readings bracketing the marked buckets (``daybuild``).
+The markers live in the database, so a stop or a crash between a bucket's
+recomputation and its day's rebuild loses nothing: the next start rebuilds
+the day. The work is synchronous (the report's reader and arithmetic): the
+upkeep runs ``build`` in a thread.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -22,7 +25,9 @@ from susee.config import Settings
 from susee.devices import DevicePlan
 from susee.report.daybuild import build_days, local_midnight, rollup_horizon_s, site_counters
 from susee.report.days import site_calendar
-from susee.report.intervals import BUCKET_S
+from susee.report.daystore import connection
+from susee.report.intervals import BUCKET_S, utc_text
+from susee.rollup import as_datetime
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,7 @@ SPLIT_S = 86_400
 
 
 class DayKeeper:
-    """Rebuilds the days of recomputed Q15 buckets; ``counter_days`` counts them (days x counters)."""
+    """Rebuilds the days of the marked Q15 buckets; ``counter_days`` counts them (days x counters)."""
 
     def __init__(self, settings: Settings, plans: Sequence[DevicePlan]) -> None:
         self.target = settings.database_target()
@@ -41,32 +46,44 @@ class DayKeeper:
         self.calendar = site_calendar(settings)  # TariffError for a bad site tariff: at start
         self.counters = site_counters(plans, settings.sample_time)
         self.rollup_keep_days = settings.storage.rollup_keep_days
-        self.pending: set[float] = set()  # bucket starts, epoch s
         self.counter_days = 0
+        quote, self._mark = ("`", "%s") if self.target.kind == "mysql" else ('"', "?")
+        self._markers = f"{quote}see{self.job_id}DayDirty{quote}"
 
-    def touch(self, buckets: Iterable[datetime]) -> None:
-        """Buckets (naive UTC) whose Q15 rows were recomputed."""
-        self.pending.update(bucket.replace(tzinfo=timezone.utc).timestamp() for bucket in buckets)
-
-    def due(self, now_s: float) -> bool:
-        """A day that is over was touched."""
-        return bool(self.counters) and any(bucket < local_midnight(now_s, self.zone) for bucket in self.pending)
+    def marked(self, before_s: float) -> list[tuple[float, object, int]]:
+        """The marked buckets that start before ``before_s``: (epoch s, Bucket as stored, Version), oldest first."""
+        with connection(self.target, writable=False) as conn:
+            cursor = conn.cursor()
+            cursor.execute(f"SELECT Bucket, Version FROM {self._markers} WHERE Bucket < {self._mark} ORDER BY Bucket",
+                           (utc_text(int(before_s)),))
+            return [(_epoch(as_datetime(bucket)), bucket, int(version)) for bucket, version in cursor.fetchall()]
 
     def build(self, now_s: float) -> int:
-        """Rebuild the touched days that are over (run in a thread); returns the counter-days built."""
+        """Rebuild the days that are over of the marked buckets (run in a thread); returns the counter-days built."""
         today = local_midnight(now_s, self.zone)
-        taken = sorted(bucket for bucket in self.pending if bucket < today)
+        taken = self.marked(today)
+        if not taken:
+            return 0
         ranges: list[list[float]] = []
-        for bucket in taken:
+        for bucket, _, _ in taken:
             if ranges and bucket - ranges[-1][1] <= SPLIT_S:
                 ranges[-1][1] = bucket + BUCKET_S
             else:
                 ranges.append([bucket, bucket + BUCKET_S])
         days = 0
-        for start, end in ranges:
-            days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start,
-                               min(end, today), not_before_s=rollup_horizon_s(self.rollup_keep_days, now_s))
-        self.pending.difference_update(taken)
+        if self.counters:
+            for start, end in ranges:
+                days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start,
+                                   min(end, today), not_before_s=rollup_horizon_s(self.rollup_keep_days, now_s))
+        with connection(self.target, writable=True) as conn:  # done, unless marked again meanwhile
+            conn.cursor().executemany(
+                f"DELETE FROM {self._markers} WHERE Bucket = {self._mark} AND Version = {self._mark}",
+                [(stored, version) for _, stored, version in taken])
+            conn.commit()
         self.counter_days += days
         log.debug("daily rollups: %d counter-day(s) rebuilt", days)
         return days
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=timezone.utc).timestamp()
