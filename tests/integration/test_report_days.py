@@ -34,7 +34,7 @@ from susee.report.command import Report, build, parse_request
 from susee.report.daybuild import build_days, site_counters
 from susee.report.days import site_calendar
 from susee.report.daykeeper import DayKeeper
-from susee.report.daystore import connection
+from susee.report.reader import connection
 from susee.sample import Sample
 from susee.sinks import create_sink
 from susee.storage_commands import rollup

@@ -22,11 +22,11 @@ import numpy as np
 from susee.config import DatabaseTarget
 from susee.report.aggregate import Layer, Reduced, estimated_wh
 from susee.report.days import EPOCH_ORDINAL, DayGrid, DayRows, Gap, day_grid, day_rows, gaps_of, spans_on, spec_of
-from susee.report.daystore import as_day_rows, connection, has_tables, read_gaps, read_rows, read_specs
+from susee.report.daystore import as_day_rows, has_tables, read_gaps, read_rows, read_specs
 from susee.report.energy import GapSpan, counter_series
 from susee.report.intervals import BUCKET_S
 from susee.report.meters import Counter
-from susee.report.reader import Key
+from susee.report.reader import Key, connection
 from susee.report.reader import read_rows as read_q15
 from susee.report.tariffs import Calendar
 

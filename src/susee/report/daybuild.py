@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 from susee.config import DatabaseTarget
 from susee.devices import DevicePlan
 from susee.report.days import DayGrid, DayRows, Gap, day_grid, day_rows, gaps_of, spec_of
-from susee.report.daystore import connection, has_tables, write
+from susee.report.daystore import has_tables, write
 from susee.report.energy import counter_series
 from susee.report.intervals import BUCKET_S, utc_text
 from susee.report.meters import Counter, device_counters
-from susee.report.reader import BRACKET_S, Key, q15_table, read_rows
+from susee.report.reader import BRACKET_S, Key, connection, q15_table, read_rows
 from susee.report.tariffs import Calendar
 from susee.retention import horizon
 

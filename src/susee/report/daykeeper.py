@@ -25,8 +25,8 @@ from susee.config import Settings
 from susee.devices import DevicePlan
 from susee.report.daybuild import build_days, local_midnight, rollup_horizon_s, site_counters
 from susee.report.days import site_calendar
-from susee.report.daystore import connection
 from susee.report.intervals import BUCKET_S, utc_text
+from susee.report.reader import connection
 from susee.rollup import as_datetime
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,8 @@ or 'YYYY-MM-DD' text (SQLite) and handed around as days since 1970-01-01.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -18,45 +16,17 @@ import numpy as np
 
 from susee.config import DatabaseTarget
 from susee.report.days import EPOCH_ORDINAL, DayGrid, DayRows, Gap
-from susee.report.reader import PACKED_MAX_BYTES, Key, ReadError
+from susee.report.reader import PACKED_MAX_BYTES, Key
 
 # The DayRows columns of a Day row; ``Packed`` repeats them, after day and band, as doubles.
 COLUMNS = ("Energy", "Magnitude", "Known", "Good", "Codes", "Flags", "Peak", "PeakAt")
 PACKED_WIDTH = 2 + len(COLUMNS)
 _DAYS = {"mysql": "DATEDIFF({0}, '1970-01-01')", "sqlite": "CAST(julianday({0}) - 2440587.5 AS INTEGER)"}
-# SQLite waits this long for the service's writer instead of failing at once.
-SQLITE_BUSY_S = 30
 
 
 def day_text(day: int) -> str:
     """Days since 1970-01-01 -> 'YYYY-MM-DD'."""
     return date.fromordinal(day + EPOCH_ORDINAL).isoformat()
-
-
-@contextmanager
-def connection(target: DatabaseTarget, writable: bool) -> Iterator[Any]:
-    """A DB-API connection (the caller commits); ReadError when there is no database to read."""
-    if target.kind == "sqlite":
-        assert target.path is not None
-        if not target.path.is_file():
-            raise ReadError(f"{target}: no such database file")
-        uri = f"file:{target.path}" + ("" if writable else "?mode=ro")
-        conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_S)
-    else:
-        import pymysql
-
-        try:
-            conn = pymysql.connect(
-                host=target.host, port=target.port, user=target.user,
-                password=target.password.get_secret_value() if target.password else "",
-                database=target.database, unix_socket=target.socket, connect_timeout=target.connect_timeout,
-            )
-        except pymysql.err.Error as exc:
-            raise ReadError(f"{target}: cannot connect: {exc}") from exc
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def has_tables(conn: Any, target: DatabaseTarget, job_id: str) -> bool:

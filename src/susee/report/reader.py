@@ -22,6 +22,8 @@ from susee.report.intervals import utc_text
 # How far before and after the range a bracketing reading is looked for: a
 # gap longer than this at the range's edges is not bridged.
 BRACKET_S = 31 * 86400
+# SQLite waits this long for the service's writer instead of failing at once.
+SQLITE_BUSY_S = 30
 # A month of one key packed as text is ~0.4 MB; the server's default limit is 1 MB.
 PACKED_MAX_BYTES = 64 << 20
 
@@ -99,35 +101,42 @@ def read_rows(target: DatabaseTarget, job_id: str, keys: Sequence[Key],
 
 
 @contextmanager
-def _connection(target: DatabaseTarget, table: str) -> Iterator[Any]:
+def connection(target: DatabaseTarget, writable: bool = False) -> Iterator[Any]:
+    """A DB-API connection of the reports (the caller commits); ReadError when there is no database to read."""
     if target.kind == "sqlite":
         assert target.path is not None
         if not target.path.is_file():
             raise ReadError(f"{target}: no such database file")
-        conn = sqlite3.connect(f"file:{target.path}?mode=ro", uri=True)
-        try:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
-                raise ReadError(f"{target}: table {table} not found: the rollups are made by the service")
-            yield conn.cursor()
-        finally:
-            conn.close()
-        return
-    import pymysql
+        uri = f"file:{target.path}" + ("" if writable else "?mode=ro")
+        conn = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_S)
+    else:
+        import pymysql
 
+        try:
+            conn = pymysql.connect(
+                host=target.host, port=target.port, user=target.user,
+                password=target.password.get_secret_value() if target.password else "",
+                database=target.database, unix_socket=target.socket, connect_timeout=target.connect_timeout,
+            )
+        except pymysql.err.Error as exc:
+            raise ReadError(f"{target}: cannot connect: {exc}") from exc
     try:
-        conn = pymysql.connect(
-            host=target.host, port=target.port, user=target.user,
-            password=target.password.get_secret_value() if target.password else "",
-            database=target.database, unix_socket=target.socket, connect_timeout=target.connect_timeout,
-        )
-    except pymysql.err.Error as exc:
-        raise ReadError(f"{target}: cannot connect: {exc}") from exc
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                           (target.database, table))
-            if cursor.fetchone() is None:
-                raise ReadError(f"{target}: table {table} not found: the rollups are made by the service")
-            yield cursor
+        yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def _connection(target: DatabaseTarget, table: str) -> Iterator[Any]:
+    """A cursor on a read-only connection, once ``table`` is known to exist."""
+    with connection(target) as conn:
+        if target.kind == "sqlite":
+            sql, args = "SELECT 1 FROM sqlite_master WHERE name = ?", (table,)
+        else:
+            sql = "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+            args = (target.database, table)
+        cursor = conn.cursor()
+        cursor.execute(sql, args)
+        if cursor.fetchone() is None:
+            raise ReadError(f"{target}: table {table} not found: the rollups are made by the service")
+        yield cursor
