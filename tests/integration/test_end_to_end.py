@@ -46,7 +46,7 @@ async def test_rows_match_served_values_and_faults_give_their_code(simulator, ma
         for unit in (*HEALTHY_UNITS, *FAULTY_UNITS)
     ]
     devices.append({"id": "nodriver", "profile": "no-such-meter.yaml", "host": "127.0.0.1", "port": simulator.port})
-    settings = site_settings(mariadb_target, job_id, devices)
+    settings = site_settings(mariadb_target, job_id, devices).resolved(tmp_path / "site.yaml")  # spool in tmp_path
     plans = plan_devices(settings, tmp_path / "site.yaml")
     sink = create_sink(settings.database_target(), job_id)
 
@@ -107,7 +107,7 @@ async def test_dead_endpoint_does_not_delay_other_devices(simulator, mariadb_tar
         {"id": "alive", "host": "127.0.0.1", "port": simulator.port, "unit": 1},
         {"id": "dead", "host": "127.0.0.1", "port": dead_port, "unit": 1, "timeout": 0.5},
     ]
-    settings = site_settings(mariadb_target, job_id, devices)
+    settings = site_settings(mariadb_target, job_id, devices).resolved(tmp_path / "site.yaml")  # spool in tmp_path
     sink = create_sink(settings.database_target(), job_id)
     await Supervisor(settings, plan_devices(settings, tmp_path / "site.yaml"), sink).run(duration_s=2.6)
 
