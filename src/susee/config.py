@@ -640,13 +640,16 @@ def resolved_paths(settings: Settings, folder: Path, default_spool: Path = Path(
         if file and not Path(file).is_absolute():
             database = database.model_copy(update={"url": f"sqlite:///{folder / file}"})
     spool = settings.spool.model_copy(update={"path": folder / (settings.spool.path or default_spool)})
-    http = settings.http
-    if http.tariff.lower() not in ("none", "arera") and not Path(http.tariff).is_absolute():
-        http = http.model_copy(update={"tariff": str(folder / http.tariff)})  # a calendar file beside the config
-    tariff = settings.tariff
-    if tariff.lower() not in ("none", "arera") and not Path(tariff).is_absolute():
-        tariff = str(folder / tariff)
+    http = settings.http.model_copy(update={"tariff": _tariff_beside(settings.http.tariff, folder)})
+    tariff = _tariff_beside(settings.tariff, folder)
     return settings.model_copy(update={"database": database, "spool": spool, "http": http, "tariff": tariff})
+
+
+def _tariff_beside(tariff: str, folder: Path) -> str:
+    """A tariff setting with a relative calendar file taken from ``folder`` (none and arera as they are)."""
+    if tariff.lower() in ("none", "arera") or Path(tariff).is_absolute():
+        return tariff
+    return str(folder / tariff)
 
 
 def unquoted_ids(text: str, data: Mapping) -> list[str]:

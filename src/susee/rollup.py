@@ -112,6 +112,11 @@ def bucket_text(bucket_s: int) -> str:
     return (EPOCH + timedelta(seconds=bucket_s)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def epoch_s(moment: datetime) -> float:
+    """A naive UTC datetime (as Date and Bucket are compared in) as epoch seconds."""
+    return (moment - EPOCH).total_seconds()
+
+
 def as_datetime(value: object) -> datetime:
     """A Bucket or Date as read back (datetime on MariaDB, text on SQLite)."""
     if isinstance(value, datetime):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from susee.compact import CompactCopy
 from susee.partitions import partitions_of
 from susee.retention import horizon
-from susee.rollup import BUCKET, Rollups, Session, as_datetime, bucket_of, now_utc
+from susee.rollup import BUCKET, Rollups, Session, as_datetime, bucket_of, epoch_s, now_utc
 from susee.sinks import SinkError, create_sink
 
 if TYPE_CHECKING:
@@ -121,13 +121,10 @@ async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:
     began = time.perf_counter()
     days = await asyncio.to_thread(
         build_days, settings.database_target(), settings.job_id, site_counters(site.plans, settings.sample_time),
-        settings.timezone, site_calendar(settings), _epoch(start), _epoch(end),
+        settings.timezone, site_calendar(settings), epoch_s(start), epoch_s(end),
         not_before_s=rollup_horizon_s(settings.storage.rollup_keep_days, time.time()))
     print(f"daily rollups: {days} counter-day(s) built in {time.perf_counter() - began:.1f} s")
 
-
-def _epoch(moment: datetime) -> float:
-    return (moment - datetime(1970, 1, 1)).total_seconds()
 
 
 def _progress(total: int | None, unit: str = "bucket"):

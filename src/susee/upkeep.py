@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from susee.config import Settings
 from susee.partitions import make_ahead
 from susee.retention import expire_raw, expire_rollups, horizon
-from susee.rollup import prepare_session, BUCKET, Rollups, Session, now_utc
+from susee.rollup import prepare_session, BUCKET, Rollups, Session, epoch_s, now_utc
 from susee.sinks import Sink, SinkError, create_sink
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class StorageUpkeep:
         if done > 1:
             log.debug("storage upkeep: %d bucket(s) rolled up", done)
         if self.days is not None:  # the days of buckets marked now or before a restart
-            await asyncio.to_thread(self.days.build, _epoch(now))
+            await asyncio.to_thread(self.days.build, epoch_s(now))
         return done
 
     async def housekeeping(self, session: Session, now: datetime) -> None:
@@ -159,7 +159,3 @@ class StorageUpkeep:
         self._owner = bool(rows and rows[0][0] == 1)
         return self._owner
 
-
-def _epoch(moment: datetime) -> float:
-    """A naive UTC datetime (the upkeep's clock) as epoch seconds."""
-    return (moment - datetime(1970, 1, 1)).total_seconds()

@@ -87,6 +87,33 @@ class MalformedAnswer(ValueError):
     """A well-framed response whose PDU does not answer the read: another function, a byte count beyond the data."""
 
 
+def read_outcome(read: Read, function: int, buffer: bytes, count_at: int,
+                 data_end: int) -> bytes | list[int] | ExceptionResponse | None:
+    """What a response PDU says to ``read``: the one rule of every transport (``mbap``, ``rtu``).
+
+    ``function`` is the response's function code, ``buffer[count_at]`` the
+    byte after it (a byte count, or an exception code) and the data ends at
+    ``data_end``. Registers (fc 3/4) as their wire bytes, whole words, as
+    many as the byte count says; bits (fc 1/2) as 0/1 ints, least significant
+    bit first, at most the count asked; an exception response of the read's
+    function as ``ExceptionResponse``. None: malformed (another function, a
+    byte count beyond the data, no byte count at all).
+    """
+    asked = read[0]
+    if count_at >= data_end:
+        return None
+    if function == asked:
+        byte_count = buffer[count_at]
+        if byte_count <= data_end - count_at - 1:
+            if asked >= 3:
+                return buffer[count_at + 1 : count_at + 1 + (byte_count & ~1)]
+            bits = [(byte >> i) & 1 for byte in buffer[count_at + 1 : data_end] for i in range(8)]
+            return bits[: read[2]]
+    elif function == asked | 0x80:
+        return ExceptionResponse(buffer[count_at])
+    return None
+
+
 class ExceptionResponse(Exception):
     """The peer answered with a Modbus exception response."""
 

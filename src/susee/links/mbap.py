@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from susee.links import ExceptionResponse, MalformedAnswer, Read
+from susee.links import ExceptionResponse, MalformedAnswer, Read, read_outcome
 
 HEADER = struct.Struct(">HHHBB")  # transaction, protocol (0), length, unit, function
 READ_REQUEST = struct.Struct(">HHHBBHH")  # MBAP (length 6) + function, address, count
@@ -112,16 +112,9 @@ def answer_to(
     asked = read[0]
     if tid != sent_tid and (tid or not _fits(read, buffer, pos, end, function)):
         return None
-    if end - pos >= DATA_AT:
-        if function == asked:
-            byte_count = buffer[pos + DATA_AT - 1]
-            if byte_count <= end - pos - DATA_AT:
-                if asked >= 3:
-                    return buffer[pos + DATA_AT : pos + DATA_AT + (byte_count & ~1)]
-                bits = [(byte >> i) & 1 for byte in buffer[pos + DATA_AT : end] for i in range(8)]
-                return bits[: read[2]]
-        elif function == asked | 0x80:
-            return ExceptionResponse(buffer[pos + DATA_AT - 1])
+    outcome = read_outcome(read, function, buffer, pos + DATA_AT - 1, end)
+    if outcome is not None:
+        return outcome
     raise MalformedAnswer(f"malformed answer (function {function}, {end - pos} bytes) to fc {asked}")
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from susee.links import ExceptionResponse, MalformedAnswer, Read
+from susee.links import ExceptionResponse, MalformedAnswer, Read, read_outcome
 
 READ_REQUEST = struct.Struct(">BBHH")  # unit, function, address, count (then the CRC)
 HEAD_BYTES = 3  # unit, function, byte count (or exception code): enough to know a frame's length
@@ -125,16 +125,8 @@ def parse(read: Read, unit: int, buffer: bytes, quiet: bool = False) -> Reply | 
 
 def answer(read: Read, buffer: bytes, start: int, end: int) -> bytes | list[int] | ExceptionResponse | MalformedAnswer:
     """What the frame ``buffer[start:end]`` (unit and CRC checked) says to ``read``, as ``mbap.answer_to``."""
-    asked, _, count = read
     function = buffer[start + 1]
-    data_at, data_end = start + HEAD_BYTES, end - 2  # the data, between the byte count and the CRC
-    if function == asked and data_end >= data_at:
-        byte_count = buffer[start + 2]
-        if byte_count <= data_end - data_at:
-            if asked >= 3:
-                return bytes(buffer[data_at : data_at + (byte_count & ~1)])
-            bits = [(byte >> i) & 1 for byte in buffer[data_at:data_end] for i in range(8)]
-            return bits[:count]
-    elif function == asked | 0x80 and end - start == EXCEPTION_BYTES:
-        return ExceptionResponse(buffer[start + 2])
-    return MalformedAnswer(f"malformed answer (function {function}, {end - start} bytes) to fc {asked}")
+    outcome = read_outcome(read, function, bytes(buffer), start + 2, end - 2)  # the data ends before the CRC
+    if outcome is not None:
+        return outcome
+    return MalformedAnswer(f"malformed answer (function {function}, {end - start} bytes) to fc {read[0]}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from susee.config import Settings
@@ -27,7 +26,7 @@ from susee.report.daybuild import build_days, local_midnight, rollup_horizon_s, 
 from susee.report.days import site_calendar
 from susee.report.intervals import BUCKET_S, utc_text
 from susee.report.reader import connection
-from susee.rollup import as_datetime
+from susee.rollup import as_datetime, epoch_s
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class DayKeeper:
             cursor = conn.cursor()
             cursor.execute(f"SELECT Bucket, Version FROM {self._markers} WHERE Bucket < {self._mark} ORDER BY Bucket",
                            (utc_text(int(before_s)),))
-            return [(_epoch(as_datetime(bucket)), bucket, int(version)) for bucket, version in cursor.fetchall()]
+            return [(epoch_s(as_datetime(bucket)), bucket, int(version)) for bucket, version in cursor.fetchall()]
 
     def build(self, now_s: float) -> int:
         """Rebuild the days that are over of the marked buckets (run in a thread); returns the counter-days built."""
@@ -84,6 +83,3 @@ class DayKeeper:
         log.debug("daily rollups: %d counter-day(s) rebuilt", days)
         return days
 
-
-def _epoch(moment: datetime) -> float:
-    return moment.replace(tzinfo=timezone.utc).timestamp()
