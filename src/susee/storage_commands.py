@@ -65,6 +65,7 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None, conne
         rollups = Rollups(settings.job_id, session.dialect)
         date = "`Date`" if session.dialect == "mariadb" else "Date"
         ((first, last),) = await session.fetch(f"SELECT MIN({date}), MAX({date}) FROM {rollups.tables.raw}")
+        await session.rollback()  # autocommit is off: hold no snapshot while the range is recomputed
         if first is None:
             return None
         return rollups, bucket_of(start or as_datetime(first)), end or bucket_of(as_datetime(last)) + BUCKET
@@ -102,6 +103,9 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None, conne
 async def _raw_rows(session: Session, rollups: Rollups, start: datetime, end: datetime) -> int:
     """Raw rows of the range, as the rollups just counted them (reads Q15, not Raw again)."""
     mark = session.placeholder
+    # A fresh snapshot: this connection's last one may predate the Q15 rows
+    # that the other connections committed (it then counted 0 rows).
+    await session.rollback()
     ((rows,),) = await session.fetch(
         f"SELECT COALESCE(SUM(Samples), 0) FROM {rollups.tables.q15} WHERE Bucket >= {mark} AND Bucket < {mark}",
         (f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"),

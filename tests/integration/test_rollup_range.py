@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from susee import rollup
+from susee import rollup, storage_commands
 from susee.config import Settings
 from susee.quality import Code
 from susee.rollup import Rollups, range_steps
@@ -188,3 +188,26 @@ def test_messy_samples_cover_what_the_comparison_needs():
                 and s.value == s.value]
     assert any(b < a for a, b in zip(counters, counters[1:])), "a counter reset"
     assert datetime(2021, 2, 18, 10, 30) + timedelta(seconds=8100) == END
+
+
+async def test_rollup_command_counts_rows_that_another_connection_rolled_up(mariadb_target, job_id):
+    """The rows/s line once said "0 raw rows" when every step ran on the other connections: the counting
+    connection read Q15 in its snapshot from before the recompute (autocommit is off)."""
+    counting, other = create_sink(mariadb_target, job_id), create_sink(mariadb_target, job_id, rollups=False)
+    await counting.open()
+    try:
+        await counting.migrate()
+        await other.open()  # once the database exists
+        samples = messy_samples()
+        await counting.write(samples)
+        rollups = Rollups(job_id, "mariadb")
+
+        async def count_after_the_others(session) -> int:
+            await session.fetch(f"SELECT COUNT(*) FROM {rollups.tables.q15}")  # a snapshot, as the range's bounds
+            await rollups.recompute_range([other.session], START, END, None)
+            return await storage_commands._raw_rows(session, rollups, START, END)
+
+        assert await counting.session("count", count_after_the_others) == len(samples)
+    finally:
+        await other.close()
+        await counting.close()
