@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -40,13 +41,12 @@ log = logging.getLogger(__name__)
 BUCKET_S = 900  # the European metering and settlement interval
 BUCKET = timedelta(seconds=BUCKET_S)
 EPOCH = datetime(1970, 1, 1)
-# ``recompute_range`` works in steps of an hour (a transaction each, with the
-# hour's Q60 rows), a Q15 statement a bucket: an hour of 1,000 meters at 10 s
-# (2.9 M rows) overflows the session's in-memory temporary table and sort
-# buffer and runs 2-3 times slower than its four buckets; at 200 meters both
-# are as fast (bench/README.md).
-RANGE_STEP = timedelta(hours=1)
-STATEMENT_STEP = BUCKET
+# ``recompute_range`` recomputes a bucket a transaction (a Q15 statement each:
+# an hour of 1,000 meters at 10 s, 2.9 M rows, in one statement overflows the
+# session's in-memory temporary table and sort buffer and runs 2-3 times
+# slower than its four buckets, bench/README.md), then each hour's Q60 rows
+# once its buckets are done.
+HOUR = timedelta(hours=1)
 
 # MaxValue is a reserved word of MariaDB (MAXVALUE): always quoted.
 Q15_NAMES = (
@@ -333,16 +333,14 @@ class Rollups:
 
     async def write(self, session: Session, staged: list[tuple[bool, tuple, list[tuple]]]) -> None:
         """Write staged parts into Q15, then the hours they touch into Q60 (the caller's transaction)."""
-        for keep, bounds, rows in staged:
-            if self.dialect == "mariadb":
-                await session.execute(self._write[keep], bounds)
-            elif rows:
-                await session.execute_many(self._write[keep], rows)
+        await self._write_q15(session, staged)
         if staged:
             first, last = as_datetime(staged[0][1][0]), as_datetime(staged[-1][1][1])
-            hour_start = first.replace(minute=0, second=0)
-            hour_end = (last - timedelta(microseconds=1)).replace(minute=0, second=0) + timedelta(hours=1)
-            await session.execute(self._hourly, (_text(hour_start), _text(hour_end)))
+            await self.write_hours(session, hour_of(first), hour_of(last - timedelta(microseconds=1)) + HOUR)
+
+    async def write_hours(self, session: Session, start: datetime, end: datetime) -> None:
+        """Upsert the Q60 rows of the hours ``[start, end)`` from their Q15 rows (the caller's transaction)."""
+        await session.execute(self._hourly, (_text(start), _text(end)))
 
     async def refresh_bucket(self, session: Session, bucket: datetime, version: int, horizon: datetime | None) -> bool:
         """Recompute one marked bucket; True if its marker was cleared (no write meanwhile)."""
@@ -359,68 +357,91 @@ class Rollups:
             raise
         return cleared
 
-    async def recompute_step(self, session: Session, start: datetime, end: datetime, horizon: datetime | None) -> None:
-        """Recompute ``[start, end)`` (one step of ``range_steps``) in one transaction, a Q15 statement a bucket."""
-        staged = []
-        while start < end:
-            staged += await self.stage(session, start, min(end, start + STATEMENT_STEP), horizon)
-            start += STATEMENT_STEP
-        await session.begin()
-        try:
-            await self.write(session, staged)
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    async def recompute_bucket(self, session: Session, bucket: datetime, horizon: datetime | None) -> None:
+        """Recompute one bucket's Q15 rows, in a transaction of its own (Q60 is the caller's: ``write_hours``)."""
+        staged = await self.stage(session, bucket, bucket + BUCKET, horizon)
+        await self._in_transaction(session, lambda: self._write_q15(session, staged))
+
+    async def recompute_hour(self, session: Session, hour: datetime) -> None:
+        """Recompute one hour's Q60 rows from its Q15 rows, in a transaction of its own."""
+        await self._in_transaction(session, lambda: self.write_hours(session, hour, hour + HOUR))
 
     async def recompute_range(self, runners: Sequence[Runner], start: datetime, end: datetime,
                               horizon: datetime | None, progress: Callable[[int], object] | None = None) -> None:
-        """Recompute ``[start, end)`` step by step (``range_steps``), each step on whichever runner is free.
+        """Recompute ``[start, end)``, widened to whole buckets, a bucket at a time on whichever runner is free.
 
         A runner is a sink's ``session``: one connection each, so MariaDB works
-        on as many cores as runners. Steps are independent and idempotent and
-        never share an hour, so no two statements race on a Q60 row. The first
-        failure stops every runner after its statement in flight and is raised
-        (its message names the step's range); steps done stay done.
+        on as many cores as runners, whatever the length of the range (an
+        hour's four buckets run side by side too). Buckets are independent and
+        idempotent; the runner that commits an hour's last bucket then makes
+        that hour's Q60 rows from its committed Q15 rows, so no two statements
+        race on a Q60 row. The first failure stops every runner after its
+        bucket in flight (and that bucket's hour, if it was the hour's last)
+        and is raised (its message names the range);
+        buckets done stay done, and an hour whose Q60 was not made yet is
+        made by running the range again (recomputing is idempotent).
         """
-        steps = iter(range_steps(start, end))  # shared: each step is taken once
+        buckets = bucket_steps(start, end)
+        left = Counter(hour_of(bucket) for bucket in buckets)  # buckets of each hour not committed yet
+        queue = iter(buckets)  # shared: each bucket is taken once
         failed = False
 
         async def work(run: Runner) -> None:
             nonlocal failed
             await run("rollup session", prepare_session)
-            for step_start, step_end in steps:
+            for bucket in queue:
                 if failed:
                     return
+                hour = hour_of(bucket)
                 try:
-                    await run(f"rollup of {_text(step_start)} to {_text(step_end)}",
-                              functools.partial(self.recompute_step, start=step_start, end=step_end, horizon=horizon))
+                    await run(f"rollup of {_text(bucket)} to {_text(bucket + BUCKET)}",
+                              functools.partial(self.recompute_bucket, bucket=bucket, horizon=horizon))
+                    left[hour] -= 1
+                    if left[hour] == 0:  # the hour's other buckets have committed: its Q60 sees them all
+                        await run(f"hourly rollup of {_text(hour)} to {_text(hour + HOUR)}",
+                                  functools.partial(self.recompute_hour, hour=hour))
                 except BaseException:
                     failed = True
                     raise
                 if progress is not None:
-                    progress((step_end - step_start) // BUCKET)
+                    progress(1)
 
         results = await asyncio.gather(*(work(run) for run in runners), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
+    async def _write_q15(self, session: Session, staged: list[tuple[bool, tuple, list[tuple]]]) -> None:
+        for keep, bounds, rows in staged:
+            if self.dialect == "mariadb":
+                await session.execute(self._write[keep], bounds)
+            elif rows:
+                await session.execute_many(self._write[keep], rows)
 
-def range_steps(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    """``[start, end)`` widened to whole buckets, in steps of at most ``RANGE_STEP`` cut at every hour.
+    @staticmethod
+    async def _in_transaction(session: Session, work: Callable[[], Awaitable[object]]) -> None:
+        await session.begin()
+        try:
+            await work()
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
 
-    Each step rewrites the Q60 rows of the hours it touches: steps that never
-    share an hour can run concurrently.
-    """
-    start, end = bucket_of(start), bucket_of(end - timedelta(microseconds=1)) + BUCKET
+
+def bucket_steps(start: datetime, end: datetime) -> list[datetime]:
+    """The buckets of ``[start, end)`` widened to whole buckets, oldest first."""
+    bucket, last = bucket_of(start), bucket_of(end - timedelta(microseconds=1))
     steps = []
-    while start < end:
-        next_hour = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        step_end = min(end, start + RANGE_STEP, next_hour)
-        steps.append((start, step_end))
-        start = step_end
+    while bucket <= last:
+        steps.append(bucket)
+        bucket += BUCKET
     return steps
+
+
+def hour_of(moment: datetime) -> datetime:
+    """The start of the UTC hour holding ``moment`` (naive UTC)."""
+    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def _text(moment: datetime) -> str:

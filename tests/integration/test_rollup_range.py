@@ -10,7 +10,7 @@ import pytest
 from susee import rollup, storage_commands
 from susee.config import Settings
 from susee.quality import Code
-from susee.rollup import Rollups, range_steps
+from susee.rollup import Rollups, bucket_steps
 from susee.sample import Sample
 from susee.sinks import create_sink
 from tests.integration.storage_support import Store, assert_rollups_equal_raw, mariadb_query, store  # noqa: F401
@@ -100,16 +100,45 @@ async def recompute(store: Store, connections: int) -> None:
             await sink.close()
 
 
-def test_range_steps_are_cut_at_every_hour_so_no_two_steps_share_a_q60_row():
-    steps = range_steps(datetime(2021, 2, 18, 10, 40), datetime(2021, 2, 18, 13, 5))
-    assert steps == [
-        (datetime(2021, 2, 18, 10, 30), datetime(2021, 2, 18, 11)),
-        (datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 12)),
-        (datetime(2021, 2, 18, 12), datetime(2021, 2, 18, 13)),
-        (datetime(2021, 2, 18, 13), datetime(2021, 2, 18, 13, 15)),
-    ]
-    assert range_steps(datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 11, 0, 0, 1)) == [
-        (datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 11, 15))]
+@pytest.mark.parametrize(("start", "end", "buckets"), [
+    (datetime(2021, 2, 18, 10, 40), datetime(2021, 2, 18, 11, 5), ["10:30", "10:45", "11:00"]),
+    (datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 11, 0, 0, 1), ["11:00"]),
+    (datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 12), ["11:00", "11:15", "11:30", "11:45"]),
+    (datetime(2021, 2, 18, 23, 50), datetime(2021, 2, 19, 0, 10), ["23:45", "00:00"]),
+])
+def test_bucket_steps_widen_the_range_to_whole_buckets(start, end, buckets):
+    assert [f"{bucket:%H:%M}" for bucket in bucket_steps(start, end)] == buckets
+
+
+async def test_an_hours_buckets_run_on_every_connection_and_its_q60_once_after_all_of_them(store):  # noqa: F811
+    await write_shuffled(store, [s for s in messy_samples() if TICK + 1800 <= s.tick_s < TICK + 5400])  # 11:00-12:00
+    sinks = [store.sink] + [create_sink(store.settings.database_target(), store.job_id, rollups=False)
+                            for _ in range(1 if store.dialect == "sqlite" else 2)]
+    for sink in sinks[1:]:
+        await sink.open()
+    done: list[tuple[int, str]] = []
+
+    def recording(number, run):
+        async def recorded(action, work):
+            result = await run(action, work)
+            done.append((number, action))
+            return result
+        return recorded
+
+    try:
+        await Rollups(store.job_id, store.dialect).recompute_range(
+            [recording(number, sink.session) for number, sink in enumerate(sinks)],
+            datetime(2021, 2, 18, 11), datetime(2021, 2, 18, 12), None)
+    finally:
+        for sink in sinks[1:]:
+            await sink.close()
+    actions = [action for _, action in done if action != "rollup session"]
+    assert actions[-1] == "hourly rollup of 2021-02-18 11:00:00 to 2021-02-18 12:00:00"
+    assert sorted(actions[:-1]) == [f"rollup of 2021-02-18 11:{m:02d}:00 to 2021-02-18 {h}:{n:02d}:00"
+                                    for m, h, n in ((0, 11, 15), (15, 11, 30), (30, 11, 45), (45, 12, 0))]
+    if store.dialect == "mariadb":
+        assert {number for number, action in done if action.startswith("rollup of")} == {0, 1, 2}
+    assert_rollups_equal_raw(store)
 
 
 async def test_q15_and_q60_equal_the_previous_sql_exactly_on_messy_data(store, monkeypatch):  # noqa: F811
@@ -150,9 +179,33 @@ async def test_rollup_command_stops_at_a_failed_step_and_names_its_range(mariadb
 
     assert result.returncode == 1, result.output
     assert "susee rollup stopped:" in result.stdout
-    assert "rollup of 2021-02-18 1" in result.stdout and f"see{job_id}Q60" in result.stdout, result.stdout
-    # Each connection failed at its first step and took no other; their transactions rolled back.
+    assert "hourly rollup of 2021-02-18 10:00:00 to 2021-02-18 11:00:00" in result.stdout, result.stdout
+    assert f"see{job_id}Q60" in result.stdout, result.stdout
+    # The first hour's Q60 failed and stopped both connections after their bucket in flight: the buckets
+    # done stay done (10:30, 10:45, and 11:00 at most), nothing later was taken.
+    buckets = mariadb_query(mariadb_target, f"SELECT DISTINCT Bucket FROM see{job_id}Q15 ORDER BY Bucket")
+    assert [row[0] for row in buckets][:2] == [datetime(2021, 2, 18, 10, 30), datetime(2021, 2, 18, 10, 45)]
+    assert len(buckets) <= 3
+
+
+async def test_rollup_command_writes_nothing_for_a_bucket_that_failed(mariadb_target, job_id, tmp_path):
+    sink = create_sink(mariadb_target, job_id)
+    await sink.open()
+    await sink.migrate()
+    try:
+        await sink.write(messy_samples()[:3000])
+    finally:
+        await sink.close()
+    url = f"mysql://root@{mariadb_target.host}:{mariadb_target.port}/{mariadb_target.database}"
+    site = write_site(tmp_path, devices=[], db_url=url, job_id=job_id)
+    mariadb_query(mariadb_target, f"ALTER TABLE see{job_id}Q15 DROP COLUMN MaxRise")  # every Q15 upsert fails
+
+    result = await run_cli(tmp_path, "rollup", "--config", str(site), "--connections", "2")
+
+    assert result.returncode == 1, result.output
+    assert "susee rollup stopped:" in result.stdout and "rollup of 2021-02-18 10:" in result.stdout, result.stdout
     assert mariadb_query(mariadb_target, f"SELECT COUNT(*) FROM see{job_id}Q15")[0][0] == 0
+    assert mariadb_query(mariadb_target, f"SELECT COUNT(*) FROM see{job_id}Q60")[0][0] == 0
 
 
 @pytest.mark.parametrize("connections", ["1", "3"])
