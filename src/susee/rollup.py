@@ -47,6 +47,13 @@ EPOCH = datetime(1970, 1, 1)
 # slower than its four buckets, bench/README.md), then each hour's Q60 rows
 # once its buckets are done.
 HOUR = timedelta(hours=1)
+# A bucket estimated to hold more raw rows than this is recomputed in time
+# slices, a statement each, combined exactly into its Q15 rows: a statement
+# over 480,000 rows sorts in memory (1.2 s), one over 1.4 M spills to disk
+# and takes 4.5 times as long (a bucket of 1,000 meters at 1 s is 7.2 M rows,
+# bench/README.md). The estimate (the optimizer's) can be twice off either way.
+SLICE_ROWS = 300_000
+SLICE_SECONDS = tuple(s for s in range(BUCKET_S, 0, -1) if BUCKET_S % s == 0)  # 900, 450, 300, ... 1
 
 # MaxValue is a reserved word of MariaDB (MAXVALUE): always quoted.
 Q15_NAMES = (
@@ -134,12 +141,13 @@ class Tables:
     dirty: str
     q60: str = ""
     day_dirty: str = ""  # buckets whose days the daily rollups must rebuild (susee.report.daykeeper)
+    slices: str = ""  # a session's temporary table of a bucket's slices (MariaDB, ``Rollups.recompute_bucket``)
 
     @classmethod
     def of(cls, job_id: str, dialect: str) -> Tables:
         check_job_id(job_id)
         quote = "`" if dialect == "mariadb" else '"'
-        suffixes = ("Raw", "Q15", "Q15Dirty", "Q60", "DayDirty")
+        suffixes = ("Raw", "Q15", "Q15Dirty", "Q60", "DayDirty", "Q15Slices")
         return cls(*(f"{quote}see{job_id}{suffix}{quote}" for suffix in suffixes))
 
 
@@ -152,8 +160,12 @@ def mark_sql(dialect: str, dirty: str, buckets: int) -> str:
     return f"INSERT INTO {dirty} (Bucket, Version) VALUES {values} ON CONFLICT (Bucket) DO UPDATE SET Version = Version + 1"
 
 
-def select_sql(dialect: str, tables: Tables) -> str:
+def select_sql(dialect: str, tables: Tables, slice_s: int = BUCKET_S) -> str:
     """SELECT of the Q15 rows of Raw rows with ``from <= Date < to`` (two parameters), in Q15's column order.
+
+    ``slice_s`` (MariaDB): rows per slice of that many seconds instead of per
+    bucket, in Q15's columns, Bucket being the slice's start (``slices_sql``
+    combines them).
 
     Rise, Fall, Drops and MaxRise come from the difference of each good value
     to the previous good value of its key and bucket (LAG over the good rows
@@ -170,6 +182,9 @@ def select_sql(dialect: str, tables: Tables) -> str:
         # grouping, a DATETIME only in the output: 30 % faster (bench/README.md).
         bucket = "TIMESTAMPDIFF(MINUTE, '1970-01-01', `Date`) DIV 15"
         bucket_out = "TIMESTAMPADD(MINUTE, Bucket * 15, '1970-01-01')"
+        if slice_s != BUCKET_S:
+            bucket = f"TIMESTAMPDIFF(SECOND, '1970-01-01', `Date`) DIV {int(slice_s)}"
+            bucket_out = f"TIMESTAMPADD(SECOND, Bucket * {int(slice_s)}, '1970-01-01')"
         rise, fall, codes, date = "GREATEST(diff, 0)", "GREATEST(-diff, 0)", "BIT_OR(Code)", "`Date`"
     else:
         bucket = "substr(Date, 1, 14) || printf('%02d', CAST(substr(Date, 15, 2) AS INTEGER) / 15 * 15) || ':00'"
@@ -237,25 +252,46 @@ def values_sql(tables: Tables, keep_existing: bool) -> str:
 
 
 def hourly_sql(dialect: str, tables: Tables) -> str:
-    """Upsert Q60 from the Q15 rows with ``from <= Bucket < to`` (hour-aligned, two parameters).
+    """Upsert Q60 from the Q15 rows with ``from <= Bucket < to`` (hour-aligned, two parameters)."""
+    names = _columns(dialect)
+    if dialect == "mariadb":
+        select = combine_sql(dialect, tables.q15, "TIMESTAMPDIFF(HOUR, '1970-01-01', Bucket)",
+                             "TIMESTAMPADD(HOUR, Span, '1970-01-01')")
+        updates = ", ".join(f"{column} = VALUES({column})" for column in names[3:])
+        return f"INSERT INTO {tables.q60} ({', '.join(names)}){select}\nON DUPLICATE KEY UPDATE {updates}"
+    select = combine_sql(dialect, tables.q15, "substr(Bucket, 1, 13) || ':00:00'", "Span")
+    updates = ", ".join(f"{column} = excluded.{column}" for column in names[3:])
+    return (f"INSERT INTO {tables.q60} ({', '.join(names)}) SELECT * FROM ({select}) WHERE true\n"
+            f"ON CONFLICT (idDevice, idParam, Bucket) DO UPDATE SET {updates}")
 
-    Exact, not an approximation: the consecutive good readings of an hour are
-    those inside each bucket (its Rise, Fall, Drops, MaxRise) plus, between
-    two buckets with good readings, the last of one and the first of the
-    next (``step``, from LAG over the buckets with Good > 0).
+
+def slices_sql(tables: Tables, keep_existing: bool) -> str:
+    """MariaDB: upsert Q15 from a bucket's slices (``tables.slices``, rows with ``from <= Bucket < to``)."""
+    names = _columns("mariadb")
+    select = combine_sql("mariadb", tables.slices, "TIMESTAMPDIFF(MINUTE, '1970-01-01', Bucket) DIV 15",
+                         "TIMESTAMPADD(MINUTE, Span * 15, '1970-01-01')")
+    head = f"INSERT INTO {tables.q15} ({', '.join(names)}){select}\nON DUPLICATE KEY UPDATE "
+    if keep_existing:
+        return head + f"{tables.q15}.idDevice = {tables.q15}.idDevice"
+    return head + ", ".join(f"{column} = VALUES({column})" for column in names[3:])
+
+
+def combine_sql(dialect: str, source: str, span: str, span_out: str) -> str:
+    """SELECT combining consecutive rows of Q15's columns (``source``, ``from <= Bucket < to``) per ``span``.
+
+    Exact, not an approximation: the consecutive good readings of a span are
+    those inside each of its rows (their Rise, Fall, Drops, MaxRise) plus,
+    between two rows with good readings, the last of one and the first of
+    the next (``step``, from LAG over the rows with Good > 0). Q60 is made
+    so from Q15 (``span``: the hour of Bucket), and a sliced bucket's Q15
+    rows from its slices (``span``: the bucket).
     """
     mark = "%s" if dialect == "mariadb" else "?"
-    names = _columns(dialect)
     maximum = "MAX" if dialect == "sqlite" else "GREATEST"
-    if dialect == "mariadb":
-        hour = "TIMESTAMPDIFF(HOUR, '1970-01-01', Bucket)"
-        hour_out = "TIMESTAMPADD(HOUR, Hour, '1970-01-01')"
-        codes, max_value = "BIT_OR(Codes)", "`MaxValue`"
-    else:
-        hour, hour_out, codes, max_value = "substr(Bucket, 1, 13) || ':00:00'", "Hour", "bit_or(Codes)", "MaxValue"
-    window = "PARTITION BY idDevice, idParam, Hour, Good > 0 ORDER BY Bucket"
-    select = f"""
-SELECT idDevice, idParam, {hour_out}, SUM(Samples), SUM(Good), MIN(MinValue), MAX({max_value}),
+    codes, max_value = ("BIT_OR(Codes)", "`MaxValue`") if dialect == "mariadb" else ("bit_or(Codes)", "MaxValue")
+    window = f"PARTITION BY idDevice, idParam, {span}, Good > 0 ORDER BY Bucket"
+    return f"""
+SELECT idDevice, idParam, {span_out}, SUM(Samples), SUM(Good), MIN(MinValue), MAX({max_value}),
     SUM(MeanValue * Good) / SUM(CASE WHEN Good > 0 THEN Good END),
     MIN(FirstDate), MAX(CASE WHEN Good > 0 AND prev IS NULL THEN FirstValue END),
     MAX(LastDate), MAX(CASE WHEN Good > 0 AND nxt IS NULL THEN LastValue END),
@@ -265,23 +301,24 @@ SELECT idDevice, idParam, {hour_out}, SUM(Samples), SUM(Good), MIN(MinValue), MA
     NULLIF({maximum}(COALESCE(MAX(MaxRise), 0), COALESCE(MAX(CASE WHEN step > 0 THEN step END), 0)), 0),
     {codes}
 FROM (
-    SELECT idDevice, idParam, Hour, Samples, Good, MinValue, {max_value}, MeanValue, FirstDate, FirstValue,
+    SELECT idDevice, idParam, Span, Samples, Good, MinValue, {max_value}, MeanValue, FirstDate, FirstValue,
         LastDate, LastValue, Rise, Fall, Drops, MaxRise, Codes, prev, nxt,
         CASE WHEN Good > 0 THEN FirstValue - prev END AS step
     FROM (
-        SELECT q.*, {hour} AS Hour,
-            LAG(LastValue) OVER ({window.replace("Hour", hour)}) AS prev,
-            LEAD(FirstValue) OVER ({window.replace("Hour", hour)}) AS nxt
-        FROM {tables.q15} AS q WHERE Bucket >= {mark} AND Bucket < {mark}
+        SELECT q.*, {span} AS Span,
+            LAG(LastValue) OVER ({window}) AS prev,
+            LEAD(FirstValue) OVER ({window}) AS nxt
+        FROM {source} AS q WHERE Bucket >= {mark} AND Bucket < {mark}
     ) AS l
 ) AS w
-GROUP BY idDevice, idParam, Hour"""
-    if dialect == "mariadb":
-        updates = ", ".join(f"{column} = VALUES({column})" for column in names[3:])
-        return f"INSERT INTO {tables.q60} ({', '.join(names)}){select}\nON DUPLICATE KEY UPDATE {updates}"
-    updates = ", ".join(f"{column} = excluded.{column}" for column in names[3:])
-    return (f"INSERT INTO {tables.q60} ({', '.join(names)}) SELECT * FROM ({select}) WHERE true\n"
-            f"ON CONFLICT (idDevice, idParam, Bucket) DO UPDATE SET {updates}")
+GROUP BY idDevice, idParam, Span"""
+
+
+def slice_seconds(estimated_rows: int) -> int:
+    """The length of the slices of a bucket of ``estimated_rows`` raw rows: the longest that divides the
+    bucket into slices of at most ``SLICE_ROWS`` (the whole bucket, 900 s, when it holds no more)."""
+    wanted = -(-max(estimated_rows, 1) // SLICE_ROWS)
+    return next((seconds for seconds in SLICE_SECONDS if BUCKET_S // seconds >= wanted), 1)
 
 
 class Rollups:
@@ -302,6 +339,10 @@ class Rollups:
         mark = "%s" if dialect == "mariadb" else "?"
         if dialect == "mariadb":
             self._write = {keep: recompute_sql(self.tables, keep) for keep in (False, True)}
+            self._combine = {keep: slices_sql(self.tables, keep) for keep in (False, True)}
+            self._estimate = f"EXPLAIN SELECT 1 FROM {self.tables.raw} WHERE `Date` >= %s AND `Date` < %s"
+            self._new_slices = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.tables.slices} LIKE {self.tables.q15}",
+                                f"DELETE FROM {self.tables.slices}")
         else:
             self._select = select_sql(dialect, self.tables)
             self._write = {keep: values_sql(self.tables, keep) for keep in (False, True)}
@@ -414,9 +455,33 @@ class Rollups:
     async def _write_q15(self, session: Session, staged: list[tuple[bool, tuple, list[tuple]]]) -> None:
         for keep, bounds, rows in staged:
             if self.dialect == "mariadb":
-                await session.execute(self._write[keep], bounds)
+                await self._recompute_part(session, keep, bounds)
             elif rows:
                 await session.execute_many(self._write[keep], rows)
+
+    async def _recompute_part(self, session: Session, keep: bool, bounds: tuple[str, str]) -> None:
+        """MariaDB: the Q15 rows of ``bounds`` in one statement, or slice by slice when its rows are many."""
+        slice_s = slice_seconds(await self._estimated_rows(session, bounds))
+        if slice_s == BUCKET_S:
+            await session.execute(self._write[keep], bounds)
+            return
+        for statement in self._new_slices:  # a temporary table: the session's own, no implicit commit
+            await session.execute(statement)
+        insert = f"INSERT INTO {self.tables.slices} ({', '.join(_columns('mariadb'))}){select_sql('mariadb', self.tables, slice_s)}"
+        start, end = as_datetime(bounds[0]), as_datetime(bounds[1])
+        while start < end:
+            step_end = min(end, start + timedelta(seconds=slice_s))
+            await session.execute(insert, (_text(start), _text(step_end)))
+            start = step_end
+        await session.execute(self._combine[keep], bounds)
+
+    async def _estimated_rows(self, session: Session, bounds: tuple[str, str]) -> int:
+        """The optimizer's estimate of the Raw rows in ``bounds`` (index dives: milliseconds; 0 if it has none)."""
+        plan = await session.fetch(self._estimate, bounds)
+        try:
+            return int(plan[0][8])  # EXPLAIN's "rows" column (text)
+        except (IndexError, TypeError, ValueError):  # no plan ("Impossible WHERE"): no slices
+            return 0
 
     @staticmethod
     async def _in_transaction(session: Session, work: Callable[[], Awaitable[object]]) -> None:

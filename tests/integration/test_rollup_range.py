@@ -13,7 +13,7 @@ from susee.quality import Code
 from susee.rollup import Rollups, bucket_steps
 from susee.sample import Sample
 from susee.sinks import create_sink
-from tests.integration.storage_support import Store, assert_rollups_equal_raw, mariadb_query, store  # noqa: F401
+from tests.integration.storage_support import Store, assert_rollups_equal_raw, mariadb_query, same_row, store  # noqa: F401
 from tests.integration.test_cli import run_cli, write_site
 
 TICK = 1613644200.0  # 2021-02-18 10:30:00 UTC
@@ -264,3 +264,70 @@ async def test_rollup_command_counts_rows_that_another_connection_rolled_up(mari
     finally:
         await other.close()
         await counting.close()
+
+
+def test_slice_seconds_keep_a_bucket_whole_until_it_holds_more_than_slice_rows():
+    assert rollup.SLICE_ROWS == 300_000
+    table = [(0, 900), (1, 900), (300_000, 900), (300_001, 450), (900_001, 225),
+             (3_505_433, 75),  # the optimizer's estimate for a bucket of 1,000 meters at 1 s (7.2 M rows)
+             (10**12, 1)]
+    assert [(rows, rollup.slice_seconds(rows)) for rows, _ in table] == table
+    assert all(900 % seconds == 0 for seconds in rollup.SLICE_SECONDS)
+
+
+@pytest.fixture
+def mariadb_store(store):  # noqa: F811
+    if store.dialect != "mariadb":
+        pytest.skip("slices are MariaDB's: SQLite computes a bucket in the client")
+    return store
+
+
+def q15_and_q60(store: Store) -> tuple[dict, dict]:
+    return store.q15(), store.q60()
+
+
+def assert_same_rollups(got: dict, want: dict) -> None:
+    """Equal; the sums (Mean, Rise, Fall) to 1e-12, as slices add them in another order."""
+    assert set(got) == set(want)
+    for key, row in want.items():
+        exact = [index for index in range(len(row)) if index not in (4, 9, 10)]  # Samples .. Codes after the key
+        assert [got[key][i] for i in exact] == [row[i] for i in exact], key
+        assert same_row(got[key], row, rel=1e-12), (key, got[key], row)
+
+
+@pytest.mark.parametrize("slice_rows", [100, 450])
+async def test_a_bucket_recomputed_in_slices_equals_the_whole_bucket(mariadb_store, monkeypatch, slice_rows):
+    store = mariadb_store
+    await write_shuffled(store, messy_samples())
+    await recompute(store, 2)
+    whole = q15_and_q60(store)
+    store.query(f"DELETE FROM see{store.job_id}Q15")
+    store.query(f"DELETE FROM see{store.job_id}Q60")
+    monkeypatch.setattr(rollup, "SLICE_ROWS", slice_rows)
+    ((plan,),) = [store.query(f"EXPLAIN SELECT 1 FROM see{store.job_id}Raw WHERE `Date` >= %s AND `Date` < %s",
+                              ("2021-02-18 11:00:00", "2021-02-18 11:15:00"))]
+    assert rollup.slice_seconds(int(plan[8])) < 900, "the buckets are sliced"
+
+    await recompute(store, 2)
+
+    for got, want in zip(q15_and_q60(store), whole):
+        assert_same_rollups(got, want)
+    assert_rollups_equal_raw(store)
+
+
+async def test_sliced_buckets_before_the_horizon_only_gain_the_keys_they_lack(mariadb_store, monkeypatch):
+    store = mariadb_store
+    await write_shuffled(store, messy_samples())
+    await recompute(store, 1)
+    whole, _ = q15_and_q60(store)
+    q15 = f"see{store.job_id}Q15"
+    store.query(f"UPDATE {q15} SET Samples = 999 WHERE idDevice = 'd00' AND idParam = '222'")
+    store.query(f"DELETE FROM {q15} WHERE idDevice = 'd01'")
+    monkeypatch.setattr(rollup, "SLICE_ROWS", 100)
+    sinks = [store.sink]
+    await Rollups(store.job_id, "mariadb").recompute_range([s.session for s in sinks], START, END, END)  # horizon
+
+    got, _ = q15_and_q60(store)
+    assert {key: row[0] for key, row in got.items() if key[:2] == ("d00", "222")} == {
+        key: 999 for key in whole if key[:2] == ("d00", "222")}, "kept as they were"
+    assert_same_rollups({k: v for k, v in got.items() if k[0] == "d01"}, {k: v for k, v in whole.items() if k[0] == "d01"})
