@@ -19,7 +19,7 @@ from susee.spool import check_not_in_use as check_spool_not_in_use
 from susee.spool import folder_problem as spool_folder_problem
 from susee.spool import inspect as inspect_spool
 from susee.simulator import embedded_simulator
-from susee.storage_commands import storage_lines
+from susee.storage_commands import day_keeper, storage_lines
 from susee.supervisor import Supervisor
 from susee.upkeep import StorageUpkeep
 from susee.ticks import TickGrid, WallClock
@@ -87,7 +87,8 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
         async with view.serving(view.shares_state(plans, workers)):  # [web] the parent shows the whole site
             return await workers.run()
     orphans: list[Path] = []
-    days = day_keeper(settings, plans)  # every device's counters: only the upkeep holding the lock works
+    # Every device's counters: only the upkeep holding the lock works.
+    days = day_keeper(settings, plans) if settings.storage.rollups else None
     if worker is not None:
         index, count = worker
         plans = partition(plans, count)[index]
@@ -118,23 +119,6 @@ async def run(site: Site, duration_s: float | None, worker: tuple[int, int] | No
         await upkeep.close()
         await upkeep_task
         await replay.close()
-
-
-def day_keeper(settings: Settings, plans: list[DevicePlan]):
-    """The daily rollups' keeper (``susee.report.daykeeper``), None without the report extra or without
-    rollups; ConfigError for a bad site ``tariff``."""
-    if not settings.storage.rollups:
-        return None
-    try:
-        from susee.report.daykeeper import DayKeeper
-        from susee.report.tariffs import TariffError
-    except ImportError as exc:
-        log.info("daily rollups not kept: they need the report extra (pip install 'susee[report]'): %s", exc)
-        return None
-    try:
-        return DayKeeper(settings, plans)
-    except TariffError as exc:
-        raise ConfigError(f"tariff: {exc}") from None
 
 
 def live_view(settings: Settings, plans: list[DevicePlan]):

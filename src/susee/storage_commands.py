@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from susee.compact import CompactCopy
+from susee.config import ConfigError, Settings
+from susee.devices import DevicePlan
 from susee.partitions import partitions_of
 from susee.retention import horizon
 from susee.rollup import BUCKET, Rollups, Session, as_datetime, bucket_of, epoch_s, now_utc
@@ -17,6 +21,9 @@ from susee.sinks import SinkError, create_sink
 
 if TYPE_CHECKING:
     from susee.commands import Site
+    from susee.report.daykeeper import DayKeeper
+
+log = logging.getLogger(__name__)
 
 # Bytes a sample takes on disk, measured by bench/storage.py (README "Storage").
 COMPACT_BYTES_PER_SAMPLE = 29
@@ -55,6 +62,7 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None, conne
     except ValueError as exc:
         print(f"susee rollup: {exc}", file=sys.stderr)
         return 2
+    days = day_keeper(settings, site.plans)  # a bad site tariff stops it here, before any work
     target = settings.database_target()
     count = 1 if target.kind == "sqlite" else connections or default_connections()
     sinks = [create_sink(target, settings.job_id, rollups=False) for _ in range(count)]
@@ -96,7 +104,10 @@ async def rollup(site: Site, start_text: str | None, end_text: str | None, conne
     finally:
         for sink in sinks:
             await sink.close()
-    await daily_rollups(site, start, end)  # the days of the range, and those its gaps reach
+    if days is None:
+        print("daily rollups not built: they need the report extra (pip install 'susee[report]')")
+    else:
+        await daily_rollups(days, start, end)  # the days of the range, and those its gaps reach
     return 0
 
 
@@ -113,22 +124,26 @@ async def _raw_rows(session: Session, rollups: Rollups, start: datetime, end: da
     return int(rows)
 
 
-async def daily_rollups(site: Site, start: datetime, end: datetime) -> None:
-    """The daily rollups of the local days [start, end) (naive UTC) touches, and of the days its gaps reach."""
+def day_keeper(settings: Settings, plans: Sequence[DevicePlan]) -> DayKeeper | None:
+    """The daily rollups' keeper (``susee.report.daykeeper.DayKeeper``), None without the report extra;
+    ConfigError for a bad site ``tariff``."""
     try:
-        from susee.report.daybuild import build_days, rollup_horizon_s, site_counters
-        from susee.report.days import site_calendar
+        from susee.report.daykeeper import DayKeeper
+        from susee.report.tariffs import TariffError
     except ImportError as exc:
-        print(f"daily rollups not built: they need the report extra (pip install 'susee[report]'): {exc}")
-        return
-    settings = site.settings
-    began = time.perf_counter()
-    days = await asyncio.to_thread(
-        build_days, settings.database_target(), settings.job_id, site_counters(site.plans, settings.sample_time),
-        settings.timezone, site_calendar(settings), epoch_s(start), epoch_s(end),
-        not_before_s=rollup_horizon_s(settings.storage.rollup_keep_days, time.time()))
-    print(f"daily rollups: {days} counter-day(s) built in {time.perf_counter() - began:.1f} s")
+        log.info("daily rollups not kept: they need the report extra (pip install 'susee[report]'): %s", exc)
+        return None
+    try:
+        return DayKeeper(settings, plans)
+    except TariffError as exc:
+        raise ConfigError(f"tariff: {exc}") from None
 
+
+async def daily_rollups(days: DayKeeper, start: datetime, end: datetime) -> None:
+    """The daily rollups of the local days [start, end) (naive UTC) touches, and of the days its gaps reach."""
+    began = time.perf_counter()
+    built = await asyncio.to_thread(days.build_range, epoch_s(start), epoch_s(end), time.time())
+    print(f"daily rollups: {built} counter-day(s) built in {time.perf_counter() - began:.1f} s")
 
 
 def _progress(total: int | None, unit: str = "bucket"):

@@ -47,6 +47,20 @@ async def test_rollup_command_names_a_bad_date(store, tmp_path):  # noqa: F811
     assert result.returncode == 2 and "'yesterday' is not a UTC date" in result.stderr
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_rollup_command_refuses_a_bad_site_tariff_with_exit_2_before_any_work(store, tmp_path):  # noqa: F811
+    await store.sink.write(day_samples(1))
+    (tmp_path / "bands.yaml").write_text("- not a calendar\n", encoding="utf-8")
+    site = write_site(tmp_path, devices=[], db_url=store.settings.database.url, job_id=store.job_id,
+                      tariff="bands.yaml")
+
+    result = await run_cli(tmp_path, "rollup", "--config", str(site))
+
+    assert result.returncode == 2, result.output
+    assert "config error: tariff:" in result.stderr and "bands.yaml" in result.stderr, result.stderr
+    assert store.q15() == {}, "refused before anything was recomputed"
+
+
 async def test_check_prints_rows_per_day_sizes_and_retention(tmp_path, mariadb_target, job_id):
     sink = create_sink(mariadb_target, job_id)
     await sink.open()

@@ -69,11 +69,7 @@ class DayKeeper:
                 ranges[-1][1] = bucket + BUCKET_S
             else:
                 ranges.append([bucket, bucket + BUCKET_S])
-        days = 0
-        if self.counters:
-            for start, end in ranges:
-                days += build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start,
-                                   min(end, today), not_before_s=rollup_horizon_s(self.rollup_keep_days, now_s))
+        days = sum(self.build_range(start, min(end, today), now_s) for start, end in ranges)
         with connection(self.target, writable=True) as conn:  # done, unless marked again meanwhile
             conn.cursor().executemany(
                 f"DELETE FROM {self._markers} WHERE Bucket = {self._mark} AND Version = {self._mark}",
@@ -82,4 +78,12 @@ class DayKeeper:
         self.counter_days += days
         log.debug("daily rollups: %d counter-day(s) rebuilt", days)
         return days
+
+    def build_range(self, start_s: float, end_s: float, now_s: float) -> int:
+        """Build the days [start_s, end_s) touches and those its gaps reach (``build``, ``susee rollup``);
+        returns the counter-days built."""
+        if not self.counters:
+            return 0
+        return build_days(self.target, self.job_id, self.counters, self.zone_name, self.calendar, start_s, end_s,
+                          not_before_s=rollup_horizon_s(self.rollup_keep_days, now_s))
 
