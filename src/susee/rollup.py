@@ -324,8 +324,9 @@ def slice_seconds(estimated_rows: int) -> int:
 class Rollups:
     """Recomputes Q15 buckets of one job on one session.
 
-    On MariaDB one ``INSERT ... SELECT`` per range, at READ COMMITTED: it
-    locks nothing in Raw, so the writer never waits. On SQLite the rows are
+    On MariaDB one ``INSERT ... SELECT`` per bucket (or per slice of a bucket
+    with many rows, then one combining them: ``SLICE_ROWS``), at READ
+    COMMITTED: it locks nothing in Raw, so the writer never waits. On SQLite the rows are
     computed first (``stage``: a read, which in WAL mode never blocks the
     writer) and written in a short transaction: a write transaction around
     the whole computation would hold SQLite's single write lock for seconds.
