@@ -468,7 +468,8 @@ class Rollups:
             return
         for statement in self._new_slices:  # a temporary table: the session's own, no implicit commit
             await session.execute(statement)
-        insert = f"INSERT INTO {self.tables.slices} ({', '.join(_columns('mariadb'))}){select_sql('mariadb', self.tables, slice_s)}"
+        columns = ", ".join(_columns("mariadb"))
+        insert = f"INSERT INTO {self.tables.slices} ({columns}){select_sql('mariadb', self.tables, slice_s)}"
         start, end = as_datetime(bounds[0]), as_datetime(bounds[1])
         while start < end:
             step_end = min(end, start + timedelta(seconds=slice_s))

@@ -13,7 +13,8 @@ from susee.quality import Code
 from susee.rollup import Rollups, bucket_steps
 from susee.sample import Sample
 from susee.sinks import create_sink
-from tests.integration.storage_support import Store, assert_rollups_equal_raw, mariadb_query, same_row, store  # noqa: F401
+from tests.integration.storage_support import (  # noqa: F401
+    Store, assert_rollups_equal_raw, mariadb_query, same_row, store)
 from tests.integration.test_cli import run_cli, write_site
 
 TICK = 1613644200.0  # 2021-02-18 10:30:00 UTC
@@ -286,9 +287,9 @@ def q15_and_q60(store: Store) -> tuple[dict, dict]:
     return store.q15(), store.q60()
 
 
-def assert_same_rollups(got: dict, want: dict) -> None:
+def assert_same_rollups(got: dict, want: dict, why: str = "") -> None:
     """Equal; the sums (Mean, Rise, Fall) to 1e-12, as slices add them in another order."""
-    assert set(got) == set(want)
+    assert set(got) == set(want), why
     for key, row in want.items():
         exact = [index for index in range(len(row)) if index not in (4, 9, 10)]  # Samples .. Codes after the key
         assert [got[key][i] for i in exact] == [row[i] for i in exact], key
@@ -324,10 +325,10 @@ async def test_sliced_buckets_before_the_horizon_only_gain_the_keys_they_lack(ma
     store.query(f"UPDATE {q15} SET Samples = 999 WHERE idDevice = 'd00' AND idParam = '222'")
     store.query(f"DELETE FROM {q15} WHERE idDevice = 'd01'")
     monkeypatch.setattr(rollup, "SLICE_ROWS", 100)
-    sinks = [store.sink]
-    await Rollups(store.job_id, "mariadb").recompute_range([s.session for s in sinks], START, END, END)  # horizon
+    await Rollups(store.job_id, "mariadb").recompute_range([store.sink.session], START, END, horizon=END)
 
     got, _ = q15_and_q60(store)
     assert {key: row[0] for key, row in got.items() if key[:2] == ("d00", "222")} == {
         key: 999 for key in whole if key[:2] == ("d00", "222")}, "kept as they were"
-    assert_same_rollups({k: v for k, v in got.items() if k[0] == "d01"}, {k: v for k, v in whole.items() if k[0] == "d01"})
+    assert_same_rollups({key: row for key, row in got.items() if key[0] == "d01"},
+                        {key: row for key, row in whole.items() if key[0] == "d01"}, "the missing keys added")
