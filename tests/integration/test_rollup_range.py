@@ -276,13 +276,6 @@ def test_slice_seconds_keep_a_bucket_whole_until_it_holds_more_than_slice_rows()
     assert all(900 % seconds == 0 for seconds in rollup.SLICE_SECONDS)
 
 
-@pytest.fixture
-def mariadb_store(store):  # noqa: F811
-    if store.dialect != "mariadb":
-        pytest.skip("slices are MariaDB's: SQLite computes a bucket in the client")
-    return store
-
-
 def q15_and_q60(store: Store) -> tuple[dict, dict]:
     return store.q15(), store.q60()
 
@@ -296,9 +289,10 @@ def assert_same_rollups(got: dict, want: dict, why: str = "") -> None:
         assert same_row(got[key], row, rel=1e-12), (key, got[key], row)
 
 
+# Slices are MariaDB's: SQLite computes a bucket in the client.
+@pytest.mark.parametrize("store", ["mariadb"], indirect=True)
 @pytest.mark.parametrize("slice_rows", [100, 450])
-async def test_a_bucket_recomputed_in_slices_equals_the_whole_bucket(mariadb_store, monkeypatch, slice_rows):
-    store = mariadb_store
+async def test_a_bucket_recomputed_in_slices_equals_the_whole_bucket(store, monkeypatch, slice_rows):  # noqa: F811
     await write_shuffled(store, messy_samples())
     await recompute(store, 2)
     whole = q15_and_q60(store)
@@ -316,8 +310,8 @@ async def test_a_bucket_recomputed_in_slices_equals_the_whole_bucket(mariadb_sto
     assert_rollups_equal_raw(store)
 
 
-async def test_sliced_buckets_before_the_horizon_only_gain_the_keys_they_lack(mariadb_store, monkeypatch):
-    store = mariadb_store
+@pytest.mark.parametrize("store", ["mariadb"], indirect=True)
+async def test_sliced_buckets_before_the_horizon_only_gain_the_keys_they_lack(store, monkeypatch):  # noqa: F811
     await write_shuffled(store, messy_samples())
     await recompute(store, 1)
     whole, _ = q15_and_q60(store)

@@ -113,9 +113,8 @@ async def test_rollups_equal_raw_after_out_of_order_batches_across_buckets_and_d
     assert_rollups_equal_raw(store)
 
 
-async def test_the_upkeep_recomputes_a_bucket_in_slices_equal_to_raw(store, monkeypatch):
-    if store.dialect != "mariadb":
-        pytest.skip("slices are MariaDB's: SQLite computes a bucket in the client")
+@pytest.mark.parametrize("store", ["mariadb"], indirect=True)  # slices are MariaDB's
+async def test_the_upkeep_recomputes_a_bucket_in_slices_equal_to_raw(store, monkeypatch):  # noqa: F811
     monkeypatch.setattr(rollup, "SLICE_ROWS", 50)  # every bucket here (720 rows) is sliced
     samples = fleet_samples(devices=4, ticks=400)
     batches = [samples[i : i + 50] for i in range(0, len(samples), 50)]
