@@ -32,11 +32,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from susee.migrations import check_job_id
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BUCKET_S = 900  # the European metering and settlement interval
 BUCKET = timedelta(seconds=BUCKET_S)
@@ -141,7 +142,7 @@ class Tables:
     dirty: str
     q60: str = ""
     day_dirty: str = ""  # buckets whose days the daily rollups must rebuild (susee.report.daykeeper)
-    slices: str = ""  # a session's temporary table of a bucket's slices (MariaDB, ``Rollups.recompute_bucket``)
+    slices: str = ""  # a session's temporary table of a bucket's slices (MariaDB, ``Rollups._recompute_part``)
 
     @classmethod
     def of(cls, job_id: str, dialect: str) -> Tables:
@@ -233,10 +234,15 @@ def recompute_sql(tables: Tables, keep_existing: bool) -> str:
     changes nothing, not INSERT IGNORE, which would turn every other error
     into a warning too).
     """
+    return _mariadb_upsert(tables.q15, select_sql("mariadb", tables), keep_existing)
+
+
+def _mariadb_upsert(table: str, select: str, keep_existing: bool = False) -> str:
+    """MariaDB: INSERT ... SELECT of rows in Q15's columns into ``table`` (Q15 or Q60), by key."""
     names = _columns("mariadb")
-    head = f"INSERT INTO {tables.q15} ({', '.join(names)}){select_sql('mariadb', tables)}\nON DUPLICATE KEY UPDATE "
+    head = f"INSERT INTO {table} ({', '.join(names)}){select}\nON DUPLICATE KEY UPDATE "
     if keep_existing:
-        return head + f"{tables.q15}.idDevice = {tables.q15}.idDevice"  # qualified: the SELECT has an idDevice too
+        return head + f"{table}.idDevice = {table}.idDevice"  # qualified: the SELECT has an idDevice too
     return head + ", ".join(f"{column} = VALUES({column})" for column in names[3:])
 
 
@@ -253,12 +259,10 @@ def values_sql(tables: Tables, keep_existing: bool) -> str:
 
 def hourly_sql(dialect: str, tables: Tables) -> str:
     """Upsert Q60 from the Q15 rows with ``from <= Bucket < to`` (hour-aligned, two parameters)."""
-    names = _columns(dialect)
     if dialect == "mariadb":
-        select = combine_sql(dialect, tables.q15, "TIMESTAMPDIFF(HOUR, '1970-01-01', Bucket)",
-                             "TIMESTAMPADD(HOUR, Span, '1970-01-01')")
-        updates = ", ".join(f"{column} = VALUES({column})" for column in names[3:])
-        return f"INSERT INTO {tables.q60} ({', '.join(names)}){select}\nON DUPLICATE KEY UPDATE {updates}"
+        return _mariadb_upsert(tables.q60, combine_sql(dialect, tables.q15, "TIMESTAMPDIFF(HOUR, '1970-01-01', Bucket)",
+                                                       "TIMESTAMPADD(HOUR, Span, '1970-01-01')"))
+    names = _columns(dialect)
     select = combine_sql(dialect, tables.q15, "substr(Bucket, 1, 13) || ':00:00'", "Span")
     updates = ", ".join(f"{column} = excluded.{column}" for column in names[3:])
     return (f"INSERT INTO {tables.q60} ({', '.join(names)}) SELECT * FROM ({select}) WHERE true\n"
@@ -267,13 +271,9 @@ def hourly_sql(dialect: str, tables: Tables) -> str:
 
 def slices_sql(tables: Tables, keep_existing: bool) -> str:
     """MariaDB: upsert Q15 from a bucket's slices (``tables.slices``, rows with ``from <= Bucket < to``)."""
-    names = _columns("mariadb")
     select = combine_sql("mariadb", tables.slices, "TIMESTAMPDIFF(MINUTE, '1970-01-01', Bucket) DIV 15",
                          "TIMESTAMPADD(MINUTE, Span * 15, '1970-01-01')")
-    head = f"INSERT INTO {tables.q15} ({', '.join(names)}){select}\nON DUPLICATE KEY UPDATE "
-    if keep_existing:
-        return head + f"{tables.q15}.idDevice = {tables.q15}.idDevice"
-    return head + ", ".join(f"{column} = VALUES({column})" for column in names[3:])
+    return _mariadb_upsert(tables.q15, select, keep_existing)
 
 
 def combine_sql(dialect: str, source: str, span: str, span_out: str) -> str:
@@ -387,17 +387,15 @@ class Rollups:
     async def refresh_bucket(self, session: Session, bucket: datetime, version: int, horizon: datetime | None) -> bool:
         """Recompute one marked bucket; True if its marker was cleared (no write meanwhile)."""
         staged = await self.stage(session, bucket, bucket + BUCKET, horizon)
-        await session.begin()
-        try:
+
+        async def work() -> bool:
             await self.write(session, staged)
             cleared = await session.execute(self._clear, (_text(bucket), version)) == 1
             if self._mark_day is not None:
                 await session.execute(self._mark_day, (_text(bucket),))
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        return cleared
+            return cleared
+
+        return await self._in_transaction(session, work)
 
     async def recompute_bucket(self, session: Session, bucket: datetime, horizon: datetime | None) -> None:
         """Recompute one bucket's Q15 rows, in a transaction of its own (Q60 is the caller's: ``write_hours``)."""
@@ -486,14 +484,15 @@ class Rollups:
             return 0
 
     @staticmethod
-    async def _in_transaction(session: Session, work: Callable[[], Awaitable[object]]) -> None:
+    async def _in_transaction(session: Session, work: Callable[[], Awaitable[T]]) -> T:
         await session.begin()
         try:
-            await work()
+            result = await work()
             await session.commit()
         except BaseException:
             await session.rollback()
             raise
+        return result
 
 
 def bucket_steps(start: datetime, end: datetime) -> list[datetime]:
