@@ -25,8 +25,7 @@ from susee.devices import DevicePlan
 from susee.report.aggregate import ALL, Composite, Figure, Layer, combine, figure_rows, figures, layers
 from susee.report.daily import CellMap, DaySource, cell_map, reduce_cells, usable
 from susee.report.days import DayGrid, DayRows, site_calendar
-from susee.report.energy import GapSpan
-from susee.report.energy import counter_series
+from susee.report.energy import GapSpan, counter_series
 from susee.report.intervals import BUCKET_S, Interval, intervals, parse_duration, parse_local
 from susee.report.meters import (
     Counter,
