@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +124,8 @@ async def test_an_hours_buckets_run_on_every_connection_and_its_q60_once_after_a
     def recording(number, run):
         async def recorded(action, work):
             result = await run(action, work)
+            if action.startswith("rollup of"):
+                await asyncio.sleep(0.05)  # each bucket holds its connection: every one is ready before they run out
             done.append((number, action))
             return result
         return recorded
@@ -163,16 +167,21 @@ async def test_q15_and_q60_equal_the_previous_sql_exactly_on_messy_data(store, m
     assert_rollups_equal_raw(store)
 
 
-async def test_rollup_command_stops_at_a_failed_step_and_names_its_range(mariadb_target, job_id, tmp_path):
+async def site_holding(mariadb_target, job_id: str, folder: Path, samples: list[Sample]) -> Path:
+    """A site file (no devices) on a MariaDB database holding ``samples``, written by the sink."""
     sink = create_sink(mariadb_target, job_id)
     await sink.open()
     await sink.migrate()
     try:
-        await sink.write(messy_samples()[:3000])
+        await sink.write(samples)
     finally:
         await sink.close()
     url = f"mysql://root@{mariadb_target.host}:{mariadb_target.port}/{mariadb_target.database}"
-    site = write_site(tmp_path, devices=[], db_url=url, job_id=job_id)
+    return write_site(folder, devices=[], db_url=url, job_id=job_id)
+
+
+async def test_rollup_command_stops_at_a_failed_step_and_names_its_range(mariadb_target, job_id, tmp_path):
+    site = await site_holding(mariadb_target, job_id, tmp_path, messy_samples()[:3000])
     mariadb_query(mariadb_target, f"DROP TABLE see{job_id}Q60")  # every step's Q60 upsert fails
 
     result = await run_cli(tmp_path, "rollup", "--config", str(site), "--from", "2021-02-18 10:30",
@@ -180,25 +189,18 @@ async def test_rollup_command_stops_at_a_failed_step_and_names_its_range(mariadb
 
     assert result.returncode == 1, result.output
     assert "susee rollup stopped:" in result.stdout
-    assert "hourly rollup of 2021-02-18 10:00:00 to 2021-02-18 11:00:00" in result.stdout, result.stdout
-    assert f"see{job_id}Q60" in result.stdout, result.stdout
-    # The first hour's Q60 failed and stopped both connections after their bucket in flight: the buckets
-    # done stay done (10:30, 10:45, and 11:00 at most), nothing later was taken.
-    buckets = mariadb_query(mariadb_target, f"SELECT DISTINCT Bucket FROM see{job_id}Q15 ORDER BY Bucket")
-    assert [row[0] for row in buckets][:2] == [datetime(2021, 2, 18, 10, 30), datetime(2021, 2, 18, 10, 45)]
-    assert len(buckets) <= 3
+    assert "hourly rollup of 2021-02-18 1" in result.stdout and f"see{job_id}Q60" in result.stdout, result.stdout
+    # An hour's Q60 failed (10:00's, unless the other connection finished 11:00's first under load) and
+    # stopped both connections after their bucket in flight: the buckets done stay done, no later hour
+    # was started (at most 10:30 .. 11:45 of the range's 14 buckets).
+    buckets = [row[0] for row in mariadb_query(
+        mariadb_target, f"SELECT DISTINCT Bucket FROM see{job_id}Q15 ORDER BY Bucket")]
+    assert buckets[:2] == [datetime(2021, 2, 18, 10, 30), datetime(2021, 2, 18, 10, 45)]
+    assert buckets[-1] <= datetime(2021, 2, 18, 11, 45), buckets
 
 
 async def test_rollup_command_writes_nothing_for_a_bucket_that_failed(mariadb_target, job_id, tmp_path):
-    sink = create_sink(mariadb_target, job_id)
-    await sink.open()
-    await sink.migrate()
-    try:
-        await sink.write(messy_samples()[:3000])
-    finally:
-        await sink.close()
-    url = f"mysql://root@{mariadb_target.host}:{mariadb_target.port}/{mariadb_target.database}"
-    site = write_site(tmp_path, devices=[], db_url=url, job_id=job_id)
+    site = await site_holding(mariadb_target, job_id, tmp_path, messy_samples()[:3000])
     mariadb_query(mariadb_target, f"ALTER TABLE see{job_id}Q15 DROP COLUMN MaxRise")  # every Q15 upsert fails
 
     result = await run_cli(tmp_path, "rollup", "--config", str(site), "--connections", "2")
@@ -213,15 +215,8 @@ async def test_rollup_command_writes_nothing_for_a_bucket_that_failed(mariadb_ta
 async def test_rollup_command_on_mariadb_equals_raw_with_any_number_of_connections(
     mariadb_target, job_id, tmp_path, connections
 ):
-    sink = create_sink(mariadb_target, job_id)
-    await sink.open()
-    await sink.migrate()
-    try:
-        await sink.write(messy_samples())
-    finally:
-        await sink.close()
+    site = await site_holding(mariadb_target, job_id, tmp_path, messy_samples())
     url = f"mysql://root@{mariadb_target.host}:{mariadb_target.port}/{mariadb_target.database}"
-    site = write_site(tmp_path, devices=[], db_url=url, job_id=job_id)
 
     result = await run_cli(tmp_path, "rollup", "--config", str(site), "--connections", connections)
 
